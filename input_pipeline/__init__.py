@@ -1,0 +1,1 @@
+"""Clip records, the input pipeline and the embedded synthetic audio-visual dataset."""

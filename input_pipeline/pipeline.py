@@ -1,0 +1,211 @@
+"""Deterministic, resumable, per-process-sharded grain pipelines built from the config.
+
+Training: every source (e.g. the forgery set and an extra real corpus) is an infinite, seeded,
+reshuffled-per-epoch stream of record indices; each index becomes a random clip plus its
+augmented views (``random_map``: the per-element RNG depends only on the seed and the position,
+so results do not depend on worker count), and every global batch holds exactly
+``sources.<name>.batch_size`` clips of each source. Iterator state (``get_state``/``set_state``)
+goes into the checkpoint so a resumed run sees exactly the batches of an uninterrupted one.
+
+Evaluation: every (record, clip start) pair of uniform non-overlapping clips, in order, the last
+batch padded and flagged by ``valid``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from input_pipeline import ops, records, sampling, sources
+
+_skipped = 0  # Per-process count of records skipped in skip_bad_records mode.
+
+
+def _process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax
+    return jax.process_index(), jax.process_count()
+  return process_index, process_count
+
+
+def _derive_seed(seed: int, *keys: int) -> int:
+  return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def per_host(global_batch: int, process_count: int, what: str) -> int:
+  if global_batch % process_count:
+    raise ValueError(f"{what}={global_batch} is not divisible by the {process_count} processes")
+  return global_batch // process_count
+
+
+def _guard(fn, skip_bad_records: bool, where_fn):
+  """Runs ``fn``; a RecordError either propagates or, in skip mode, is logged and counted."""
+  global _skipped
+  try:
+    return fn()
+  except records.RecordError as e:
+    if not skip_bad_records:
+      raise
+    _skipped += 1
+    logging.warning("skipping bad record (%d skipped so far in this process): %s", _skipped, e)
+    return None
+  except Exception as e:  # Anything else from a record is a bug or bad data: say which record.
+    raise RuntimeError(f"while processing {where_fn()}: {type(e).__name__}: {e}") from e
+
+
+def skipped_records() -> int:
+  """Records skipped by this process so far (skip_bad_records mode)."""
+  return _skipped
+
+
+# ----------------------------------------------------------------------------- training
+def _train_example(index: int, rng: np.random.Generator, *, source: sources.ClipSource,
+                   clip_frames: int, sample_rate: int, with_mask: bool, chain: ops.Chain,
+                   skip_bad_records: bool, name: str):
+  def run():
+    raw = source[index]
+    example = sampling.random_clip(raw, clip_frames, rng, sample_rate=sample_rate,
+                                   with_mask=with_mask)
+    example["source"] = name
+    return chain(example, rng)
+  return _guard(run, skip_bad_records, lambda: source.where(index))
+
+
+def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: int):
+  """Infinite MapDataset of record indices, reshuffled every epoch."""
+  import grain
+  if balance == "none":
+    return grain.MapDataset.source(selected.tolist()).shuffle(seed=seed).repeat(None)
+  if balance == "class":  # Oversample the minority class: alternate real / fake.
+    per_class = [selected[labels[selected] == c] for c in (0, 1)]
+    for c, members in enumerate(per_class):
+      if not len(members):
+        raise ValueError(f"balance='class' needs both classes, but label {c} has no records")
+    streams = [grain.MapDataset.source(m.tolist()).shuffle(seed=_derive_seed(seed, c)).repeat(None)
+               for c, m in enumerate(per_class)]
+    return grain.MapDataset.mix(streams, [0.5, 0.5])
+  raise ValueError(f"balance={balance!r}: expected 'none' or 'class'")
+
+
+def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any], seed: int,
+                    process_index: int, process_count: int):
+  source = sources.ClipSource(sources.resolve_data_dir(scfg["data_dir"]), scfg["split"])
+  selection = sources.Selection(tuple(scfg["labels"]), tuple(scfg["manipulations"]))
+  selected = selection.indices(source.index)[process_index::process_count]
+  if not len(selected):
+    raise ValueError(f"input.sources.{name}: no records of {source} match {selection} on "
+                     f"process {process_index}/{process_count}")
+  stream = _index_stream(selected, np.asarray(source.index["label"]), scfg["balance"], seed)
+  fn = functools.partial(_train_example, source=source, clip_frames=icfg["clip_frames"],
+                         sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                         chain=ops.build(icfg["train_ops"]),
+                         skip_bad_records=icfg["skip_bad_records"], name=name)
+  host_batch = per_host(scfg["batch_size"], process_count, f"input.sources.{name}.batch_size")
+  return stream.random_map(fn, seed=_derive_seed(seed, 1)).to_iter_dataset().batch(
+      host_batch, drop_remainder=True)
+
+
+def _concat(batches: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  keys = batches[0].keys()
+  for b in batches[1:]:
+    if b.keys() != keys:
+      raise ValueError(f"sources produce different fields: {sorted(keys)} vs {sorted(b.keys())}")
+  return {k: np.concatenate([b[k] for b in batches]) for k in keys}
+
+
+def train_dataset(icfg: Mapping[str, Any], seed: int, *, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None):
+  """grain IterDataset of this process's share of every global training batch.
+
+  Args:
+    icfg: the ``config.input`` section (see configs/common.py for its fields).
+    seed: the run's data seed.
+  """
+  import grain
+  pi, pc = _process(process_index, process_count)
+  names = sorted(icfg["sources"])
+  if not names:
+    raise ValueError("input.sources is empty: configure at least one training source")
+  datasets = [_source_dataset(n, icfg["sources"][n], icfg, _derive_seed(seed, k), pi, pc)
+              for k, n in enumerate(names)]
+  ds = datasets[0] if len(datasets) == 1 else grain.experimental.ZipIterDataset(datasets).map(_concat)
+  if icfg["num_workers"] > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=icfg["num_workers"]))
+  return ds
+
+
+def global_batch_size(icfg: Mapping[str, Any]) -> int:
+  return sum(s["batch_size"] for s in icfg["sources"].values())
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_frames: int,
+                  sample_rate: int, with_mask: bool, chain: ops.Chain, skip_bad_records: bool):
+  index, start = item
+
+  def run():
+    example = sampling.clip(source[index], start, clip_frames, sample_rate=sample_rate,
+                            with_mask=with_mask)
+    example["valid"] = np.bool_(True)
+    return chain(example, np.random.default_rng(0))  # Eval ops are deterministic.
+  return _guard(run, skip_bad_records, lambda: source.where(index))
+
+
+def eval_clips(source: sources.ClipSource, clip_frames: int, clips_per_video: int,
+               skip_bad_records: bool) -> List[Tuple[int, int]]:
+  """(record index, start frame) of every evaluation clip, from the index alone."""
+  items = []
+  for i, n in enumerate(source.index["num_frames"]):
+    starts = sources.eval_clip_starts(n, clip_frames, clips_per_video or None)
+    if not starts:
+      msg = f"{source.where(i)}: {n} frames, fewer than one {clip_frames}-frame clip"
+      if not skip_bad_records:
+        raise records.RecordError(msg + " (set input.skip_bad_records=True to skip it)")
+      logging.warning("not evaluated: %s", msg)
+    items.extend((i, s) for s in starts)
+  return items
+
+
+def _pad(batch: Dict[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
+  n = len(batch["valid"])
+  if n == size:
+    return batch
+  out = {}
+  for k, v in batch.items():
+    pad = np.repeat(v[-1:], size - n, axis=0)
+    out[k] = np.concatenate([v, pad])
+  out["valid"][n:] = False
+  return out
+
+
+def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None):
+  """grain IterDataset of padded evaluation batches (``valid`` marks real clips)."""
+  ecfg = icfg["eval"]
+  pi, pc = _process(process_index, process_count)
+  source = sources.ClipSource(sources.resolve_data_dir(ecfg["data_dir"]), ecfg["split"])
+  items = eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
+                     icfg["skip_bad_records"])
+  host_batch = per_host(ecfg["batch_size"], pc, "input.eval.batch_size")
+  import grain
+  fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
+                         sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                         chain=ops.build(ecfg["ops"]), skip_bad_records=icfg["skip_bad_records"])
+  ds = grain.MapDataset.source(items)[pi::pc].map(fn).to_iter_dataset()
+  return ds.batch(host_batch).map(functools.partial(_pad, size=host_batch))
+
+
+# ----------------------------------------------------------------------------- devices
+def to_global(batch: Mapping[str, np.ndarray], mesh, axis: str = "data") -> Dict[str, Any]:
+  """The one choke point where host batches become global jax.Arrays sharded over ``axis``.
+
+  Numeric fields become arrays whose leading dimension is the global batch; string metadata
+  (video ids, manipulation names) stays on the host.
+  """
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec
+  sharding = NamedSharding(mesh, PartitionSpec(axis))
+  return {k: (jax.make_array_from_process_local_data(sharding, v)
+              if np.asarray(v).dtype.kind in "biuf" else v) for k, v in batch.items()}

@@ -1,0 +1,102 @@
+"""Random-access sources of parsed clip records (ArrayRecord shards + the per-split index)."""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from input_pipeline import records
+
+SYNTHETIC_PREFIX = "synthetic:"
+
+
+def resolve_data_dir(data_dir: str) -> str:
+  """``"synthetic:<preset>"`` → the cached embedded dataset (built on first use); else as is."""
+  if data_dir.startswith(SYNTHETIC_PREFIX):
+    from input_pipeline.synthetic import dataset as synthetic
+    return synthetic.ensure(synthetic.preset(data_dir[len(SYNTHETIC_PREFIX):]))
+  if not data_dir:
+    raise ValueError("input data_dir is empty: set it to a dataset directory (local or gs://) "
+                     "or to 'synthetic:demo' for the embedded dataset")
+  return data_dir
+
+
+class ClipSource:
+  """grain ``RandomAccessDataSource`` of parsed raw records of one split.
+
+  Each element is ``records.parse(...)`` output whose ``where`` names the shard file and the
+  record's index within it, so every later error can point at the exact record.
+  """
+
+  def __init__(self, data_dir: str, split: str):
+    import grain
+    self.data_dir, self.split = data_dir, split
+    manifest = records.read_manifest(data_dir)
+    self.files = records.split_files(data_dir, manifest, split, "array_record")
+    counts = [f["records"] for f in manifest["splits"][split]["files"]
+              if f["format"] == "array_record"]
+    self._starts = np.cumsum([0] + counts[:-1]).tolist()
+    self._source = grain.sources.ArrayRecordDataSource(self.files)
+    self.index = records.read_index(data_dir, manifest, split)
+    if len(self._source) != len(self.index["video_id"]):
+      raise ValueError(f"{data_dir}: split {split!r} has {len(self._source)} records but its "
+                       f"index lists {len(self.index['video_id'])}")
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def where(self, i: int) -> str:
+    shard = bisect.bisect_right(self._starts, i) - 1
+    return f"{self.files[shard]} record {i - self._starts[shard]}"
+
+  def __getitem__(self, i: int) -> Dict[str, Any]:
+    i = int(i)
+    where = self.where(i)
+    try:
+      data = self._source[i]
+    except Exception as e:  # array_record raises plain RuntimeError/ValueError on corruption.
+      raise records.RecordError(f"{where}: could not be read ({e})") from None
+    return records.parse(data, where)
+
+  def __repr__(self):
+    return f"ClipSource({self.data_dir!r}, {self.split!r}, {len(self)} records)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Which records of a split to use (filters applied with the index, without decoding)."""
+  labels: Sequence[int] = ()  # Empty = all labels.
+  manipulations: Sequence[str] = ()  # Empty = all; e.g. ("real", "graphics_swap").
+
+  def indices(self, index: Dict[str, List[Any]]) -> np.ndarray:
+    keep = np.ones(len(index["label"]), bool)
+    if self.labels:
+      keep &= np.isin(index["label"], list(self.labels))
+    if self.manipulations:
+      known = set(index["manipulation"])
+      unknown = sorted(set(self.manipulations) - known)
+      if unknown:
+        raise ValueError(f"manipulations {unknown} not in this split; it has {sorted(known)}")
+      keep &= np.isin(index["manipulation"], list(self.manipulations))
+    return np.flatnonzero(keep)
+
+
+def eval_clip_starts(num_frames: int, clip_frames: int,
+                     num_clips: Optional[int] = None) -> List[int]:
+  """Start frames of uniform non-overlapping clips covering the whole video.
+
+  Clips tile the video from frame 0; a remainder gets one last clip aligned to the final frame
+  (overlapping its neighbour) so no frame is left out. ``num_clips`` keeps that many of them,
+  uniformly spaced. Videos shorter than a clip get no clips (the caller reports them).
+  """
+  if num_frames < clip_frames:
+    return []
+  starts = list(range(0, num_frames - clip_frames + 1, clip_frames))
+  if starts[-1] + clip_frames < num_frames:
+    starts.append(num_frames - clip_frames)
+  if num_clips and num_clips < len(starts):
+    picks = np.linspace(0, len(starts) - 1, num_clips).round().astype(int)
+    starts = [starts[p] for p in picks]
+  return starts
