@@ -20,7 +20,7 @@ import numpy as np
 
 from input_pipeline import ops, records, sampling, sources
 
-_skipped = 0  # Per-process count of records skipped in skip_bad_records mode.
+_skipped = set()  # Distinct records this process skipped in skip_bad_records mode.
 
 
 def _process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
@@ -42,22 +42,23 @@ def per_host(global_batch: int, process_count: int, what: str) -> int:
 
 def _guard(fn, skip_bad_records: bool, where_fn):
   """Runs ``fn``; a RecordError either propagates or, in skip mode, is logged and counted."""
-  global _skipped
   try:
     return fn()
   except records.RecordError as e:
     if not skip_bad_records:
       raise
-    _skipped += 1
-    logging.warning("skipping bad record (%d skipped so far in this process): %s", _skipped, e)
+    if where_fn() not in _skipped:  # Log each bad record once, not once per epoch.
+      _skipped.add(where_fn())
+      logging.warning("skipping bad record (%d distinct so far in this process): %s",
+                      len(_skipped), e)
     return None
   except Exception as e:  # Anything else from a record is a bug or bad data: say which record.
     raise RuntimeError(f"while processing {where_fn()}: {type(e).__name__}: {e}") from e
 
 
 def skipped_records() -> int:
-  """Records skipped by this process so far (skip_bad_records mode)."""
-  return _skipped
+  """Distinct records skipped by this process so far (skip_bad_records mode)."""
+  return len(_skipped)
 
 
 # ----------------------------------------------------------------------------- training

@@ -1,0 +1,134 @@
+"""Configs build; bad configs fail before anything is built, naming the key and allowed values."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from ml_collections import config_flags  # noqa: F401  (config files are loaded like the CLI does)
+
+from fakedet import trainers
+from fakedet.trainers import data_preview
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+VARIANTS = {"data_preview.py": [None, "demo"]}
+
+
+def _load(path, arg=None):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_every_config_file_has_known_variants():
+  assert CONFIGS, "no config files found"
+  assert sorted(VARIANTS) == sorted(os.path.basename(p) for p in CONFIGS if
+                                    not os.path.basename(p).startswith("_"))
+
+
+@pytest.mark.parametrize("name, arg", [(n, a) for n, args in VARIANTS.items() for a in args])
+def test_config_builds_and_validates(name, arg):
+  config = _load(os.path.join(ROOT, "configs", name), arg)
+  trainers.get(config.trainer).check(config)
+
+
+def test_unknown_variant_fails():
+  with pytest.raises(ValueError, match="unknown variant 'huge'.*allowed"):
+    _load(os.path.join(ROOT, "configs", "data_preview.py"), "huge")
+
+
+def test_unknown_trainer_lists_registered_ones():
+  with pytest.raises(KeyError, match="unknown trainer 'byol2'; registered trainers: .*data_preview"):
+    trainers.get("byol2")
+
+
+def _demo():
+  return _load(os.path.join(ROOT, "configs", "data_preview.py"), "demo")
+
+
+def test_typo_in_config_file_names_the_key():
+  config = _demo()
+  config.input.clip_frame = 16  # typo: nothing would read it
+  with pytest.raises(KeyError, match=r"unknown config key 'config.input.clip_frame'.*clip_frames"):
+    data_preview.check(config)
+  config = _demo()
+  config.input.sources.reals.lables = (0,)
+  with pytest.raises(KeyError, match=r"config.input.sources.reals.lables"):
+    data_preview.check(config)
+
+
+def test_wrong_type_in_config_names_the_key():
+  config = _demo()
+  with pytest.raises(TypeError, match="clip_frames"):  # ConfigDict itself guards assignments,
+    config.input.clip_frames = "25"
+  eval_cfg = config.input.eval.to_dict()  # but a section built from scratch can hold anything.
+  eval_cfg["batch_size"] = "8"
+  config.input.eval = ml_collections.ConfigDict(eval_cfg)
+  with pytest.raises(TypeError, match=r"'config.input.eval.batch_size' = '8' has type str, "
+                     "expected int"):
+    data_preview.check(config)
+
+
+def test_unknown_data_op_or_argument():
+  config = _demo()
+  config.input.train_ops = "log_mel|random_flip"
+  with pytest.raises(KeyError, match="unknown data op 'random_flip'; registered data ops: .*flip"):
+    data_preview.check(config)
+  config.input.train_ops = "log_mel(n_mel=40)"
+  with pytest.raises(TypeError, match=r"data op 'log_mel' got unknown argument\(s\) \['n_mel'\]"):
+    data_preview.check(config)
+  config.input.sources.reals.balance = "classes"
+  config.input.train_ops = "log_mel"
+  with pytest.raises(ValueError, match="balance='classes'; allowed: 'none', 'class'"):
+    data_preview.check(config)
+
+
+def _main(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "fakedet.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_cli_rejects_unknown_override_and_wrong_type(tmp_path):
+  cfg = "--config=configs/data_preview.py:demo"
+  bad_key = _main(cfg, f"--workdir={tmp_path}", "--config.input.clip_frame=3")
+  assert bad_key.returncode != 0 and "clip_frame" in bad_key.stderr
+  bad_type = _main(cfg, f"--workdir={tmp_path}", "--config.num_steps=many")
+  assert bad_type.returncode != 0 and "num_steps" in bad_type.stderr
+  bad_trainer = _main(cfg, f"--workdir={tmp_path}", "--config.trainer=nope")
+  assert bad_trainer.returncode != 0 and "registered trainers: data_preview" in bad_trainer.stderr
+  assert not os.listdir(tmp_path)  # nothing was built or written
+
+
+def _preview_config(data_dir, num_steps):
+  config = _demo()
+  config.num_steps = num_steps
+  config.log_every = 2
+  ops = "center_crop(size=40, resize=32)|log_mel"
+  config.input.clip_frames = 10
+  config.input.train_ops = ops + "|random_erase(key='video')"
+  config.input.eval.ops = ops
+  for src in config.input.sources.values():
+    src.data_dir = data_dir
+  config.input.eval.data_dir = data_dir
+  return config
+
+
+def test_data_preview_runs_and_resumes_where_it_stopped(tiny_dir, tmp_path):
+  straight = data_preview.run(_preview_config(tiny_dir, 6), str(tmp_path / "a"))
+  first = data_preview.run(_preview_config(tiny_dir, 4), str(tmp_path / "b"))
+  resumed = data_preview.run(_preview_config(tiny_dir, 6), str(tmp_path / "b"))
+  assert straight["clips_this_run"] == 6 * 16
+  assert first["clips_this_run"] == 4 * 16 and resumed["clips_this_run"] == 2 * 16
+  states = [json.load(open(tmp_path / d / data_preview.STATE_FILE)) for d in "ab"]
+  assert states[0] == states[1] and states[0]["step"] == 6
+  assert straight["clips_per_source_manipulation"] == {
+      k: first["clips_per_source_manipulation"].get(k, 0) +
+      resumed["clips_per_source_manipulation"].get(k, 0)
+      for k in straight["clips_per_source_manipulation"]}
+  assert os.path.exists(tmp_path / "a" / data_preview.SHEET_FILE)
