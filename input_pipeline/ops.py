@@ -89,3 +89,16 @@ class Chain:
 def build(spec: str) -> Chain:
   """Builds one callable that applies every op in ``spec`` in order (fails fast on bad specs)."""
   return Chain(spec)
+
+
+@register("copy")
+def copy(src: str, dst: str):
+  """Duplicates a field under a new name (e.g. the log-mel the student's masking will edit)."""
+
+  def apply(example: Example, rng: np.random.Generator) -> Example:
+    del rng
+    if src not in example:
+      raise KeyError(f"data op 'copy': field {src!r} not in the example; has {sorted(example)}")
+    return {**example, dst: example[src]}
+
+  return apply
