@@ -97,8 +97,8 @@ def _crop_resize(video: np.ndarray, top: int, left: int, size: int,
   if resize is None or resize == size:
     return np.ascontiguousarray(crop)
   out = np.empty((video.shape[0], resize, resize, video.shape[-1]), video.dtype)
-  for t in range(video.shape[0]):
-    out[t] = cv2.resize(crop[t], (resize, resize), interpolation=cv2.INTER_LINEAR)
+  for t in range(video.shape[0]):  # dst= writes in place: no per-frame allocation.
+    cv2.resize(crop[t], (resize, resize), dst=out[t], interpolation=cv2.INTER_LINEAR)
   return out
 
 
