@@ -21,9 +21,19 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(logging.Filter):
+  """Drops INFO chatter from orbax/grain internals; their warnings and errors still show."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
+    return record.levelno >= logging.WARNING or not noisy
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
   config = _CONFIG.value
   trainer = trainers.get(config.trainer)  # Unknown name → error listing the registered ones.
   trainer.check(config)  # Unknown keys, wrong types, bad op specs: before anything is built.

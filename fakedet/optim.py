@@ -10,7 +10,7 @@
 Config (``default_config()``; RealForensics stage 1 = AdamP, lr 7e-4, weight decay 1e-2)::
 
   optim.name            "adamp" | "adamw" (decoupled decay) | "adam" (decay as L2 on the grad,
-                        like torch.optim.Adam)
+                        like torch.optim.Adam) | "sgd" (heavy-ball momentum b1, decay as L2)
   optim.lr, weight_decay, b1, b2, eps
   optim.warmup_steps    linear warm-up from 0 (the first update, at step 0, uses LR 0)
   optim.schedule        "cosine" (to 0 at total_steps) | "constant" (after warm-up)
@@ -35,7 +35,7 @@ import optax
 
 from fakedet import config_check
 
-OPTIMIZERS = ("adamp", "adamw", "adam")
+OPTIMIZERS = ("adamp", "adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 EMA_SCHEDULES = ("constant", "cosine")
 DEFAULT_GROUP = "default"
@@ -226,7 +226,9 @@ def _base_optimizer(optim_cfg, lr: optax.Schedule,
     return adamp(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
   if optim_cfg.name == "adamw":
     return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-  # Plain Adam: weight decay as an L2 term added to the gradient, like torch.optim.Adam.
+  # Adam and SGD: weight decay as an L2 term added to the gradient, like torch.optim.
+  if optim_cfg.name == "sgd":  # Linear in the gradient: what gradient-equality tests compare.
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=b1))
   return optax.chain(optax.add_decayed_weights(weight_decay),
                      optax.adam(lr, b1=b1, b2=b2, eps=eps))
 

@@ -143,7 +143,8 @@ def encode(record: Mapping[str, Any], jpeg_quality: int = 95, where: str = "reco
     getattr(feats[name], _LIST_FIELD[FEATURES[name].kind]).value.extend(values)
 
   params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
-  put("frames", [_imencode(".jpg", f[..., ::-1], params, where) for f in frames])
+  put("frames", [_imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), params, where)
+                 for f in frames])
   put("audio", [audio.astype("<i2").tobytes()])
   put("fps", [float(record["fps"])])
   put("sample_rate", [int(record["sample_rate"])])
@@ -226,8 +227,9 @@ def decode_frames(raw: Mapping[str, Any], indices: Optional[Sequence[int]] = Non
   """Decodes the frames (or ``key="mask"``) at ``indices`` → uint8 [n, H, W, 3] (mask: [n, H, W])."""
   encoded = raw[key]
   indices = range(len(encoded)) if indices is None else indices
-  color = key == "frames"
-  flag = cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE
+  # IMREAD_COLOR_RGB: libjpeg-turbo writes RGB directly (OpenCV's default is BGR), so no
+  # channel swap or negative-stride view that would make every later cv2 call copy.
+  flag = cv2.IMREAD_COLOR_RGB if key == "frames" else cv2.IMREAD_GRAYSCALE
   out = None
   for n, i in enumerate(indices):
     img = cv2.imdecode(np.frombuffer(encoded[i], np.uint8), flag)
@@ -236,10 +238,7 @@ def decode_frames(raw: Mapping[str, Any], indices: Optional[Sequence[int]] = Non
       out = np.empty((len(indices),) + img.shape, np.uint8)
     _check(img.shape == out.shape[1:], raw["where"],
            f"{key}[{i}] is {img.shape[:2]}, other frames are {out.shape[1:3]}")
-    if color:  # OpenCV decodes BGR; convert into a contiguous RGB array (a [..., ::-1] view
-      cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[n])  # would make every later cv2 call copy).
-    else:
-      out[n] = img
+    out[n] = img
   _check(out is not None, raw["where"], f"no {key} requested")
   return out
 

@@ -1,8 +1,10 @@
 """Shared test fixtures: 8 simulated CPU devices and a tiny hand-made clip dataset."""
 import os
 
+from tests.tiny_configs import FAST_COMPILE  # pylint: disable=wrong-import-position
+
 # Sharded code is tested on 8 simulated CPU devices; must be set before jax is imported.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=wrong-import-position

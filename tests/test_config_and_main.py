@@ -14,7 +14,7 @@ from fakedet.trainers import data_preview
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-VARIANTS = {"data_preview.py": [None, "demo"]}
+VARIANTS = {"data_preview.py": [None, "demo"], "stage1.py": [None, "demo"]}
 
 
 def _load(path, arg=None):
@@ -101,7 +101,7 @@ def test_cli_rejects_unknown_override_and_wrong_type(tmp_path):
   bad_type = _main(cfg, f"--workdir={tmp_path}", "--config.num_steps=many")
   assert bad_type.returncode != 0 and "num_steps" in bad_type.stderr
   bad_trainer = _main(cfg, f"--workdir={tmp_path}", "--config.trainer=nope")
-  assert bad_trainer.returncode != 0 and "registered trainers: data_preview" in bad_trainer.stderr
+  assert bad_trainer.returncode != 0 and "registered trainers: data_preview, train" in bad_trainer.stderr
   assert not os.listdir(tmp_path)  # nothing was built or written
 
 

@@ -215,6 +215,23 @@ def test_group_learning_rates_set_update_sizes():
   np.testing.assert_allclose(updates["head"]["kernel"], -1e-3, rtol=1e-5)
 
 
+def test_sgd_step_is_momentum_and_l2_decay_by_hand():
+  """Two SGD steps with momentum b1 and decay as L2: v₁ = g + λw, v₂ = b1·v₁ + g + λw₁."""
+  cfg = _cfg(name="sgd", lr=0.1, weight_decay=0.5, b1=0.9, schedule="constant")
+  cfg.groups = {}
+  tx = optim.make_optimizer(cfg, total_steps=10)
+  w0 = {"w": jnp.array([1.0, -2.0])}
+  g = {"w": jnp.array([0.2, 0.4])}
+  state = tx.init(w0)
+  u1, state = tx.update(g, state, w0)
+  v1 = np.array([0.2 + 0.5, 0.4 - 1.0])
+  np.testing.assert_allclose(u1["w"], -0.1 * v1, rtol=1e-6)
+  w1 = {"w": w0["w"] + u1["w"]}
+  u2, _ = tx.update(g, state, w1)
+  v2 = 0.9 * v1 + np.array([0.2, 0.4]) + 0.5 * np.asarray(w1["w"])
+  np.testing.assert_allclose(u2["w"], -0.1 * v2, rtol=1e-6)
+
+
 def test_group_weight_decay_override():
   cfg = _cfg(name="adamw", lr=0.1, weight_decay=0.5)
   cfg.groups.head = dict(pattern=r"head/.*", weight_decay=0.0, schedule="constant")
@@ -269,7 +286,7 @@ def test_grad_clipping():
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("name", "sgd", r"optim.name='sgd'.*adamp, adamw, adam"),
+    ("name", "lamb", r"optim.name='lamb'.*adamp, adamw, adam, sgd"),
     ("schedule", "linear", r"optim.schedule='linear'.*cosine, constant"),
 ])
 def test_bad_names_raise_with_allowed_values(field, value, match):

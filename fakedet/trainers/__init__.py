@@ -22,7 +22,7 @@ class Trainer:
 TRAINERS = Registry("trainer")
 
 # Modules that register trainers when imported.
-_MODULES = ("fakedet.trainers.data_preview",)
+_MODULES = ("fakedet.trainers.data_preview", "fakedet.trainers.train")
 
 
 def _load_all():

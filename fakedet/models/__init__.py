@@ -1,0 +1,25 @@
+"""Model registry: ``config.model.name`` → a flax.linen Module class.
+
+Models are Linen modules whose ``__call__(x, *, train: bool)`` returns a dict of named outputs
+(shapes in each docstring), so trainers and tests address outputs by name, not position.
+"""
+from __future__ import annotations
+
+import importlib
+
+from fakedet.registry import Registry
+
+MODELS = Registry("model")
+
+# Modules that register models when imported (added as models land).
+_MODULES = (
+    "fakedet.models.av_byol",
+    "fakedet.models.csn",
+    "fakedet.models.resnet_audio",
+)
+
+
+def get(name: str):
+  for module in _MODULES:
+    importlib.import_module(module)
+  return MODELS.get(name)

@@ -1,0 +1,59 @@
+"""Objectives: what a method optimises, chosen by ``config.objective.name``.
+
+An objective owns its model(s) and knows how to (1) initialise variables from an example batch,
+(2) compute the training loss from the train state, and (3) compute evaluation statistics. The
+shared trainer (``fakedet/trainers/train.py``) does everything else, so a method is a config plus
+an objective, never a copy of the training loop.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import Any, Dict, Mapping, Tuple
+
+import jax
+import ml_collections
+
+from fakedet.registry import Registry
+
+OBJECTIVES = Registry("objective")
+_MODULES = ("fakedet.objectives.byol_av",)
+
+Batch = Mapping[str, jax.Array]
+Metrics = Dict[str, jax.Array]
+
+
+class Objective(abc.ABC):
+  """Interface every objective implements. All methods are pure and jit-able."""
+
+  #: Whether the train state carries an EMA (teacher) copy of the params.
+  uses_ema: bool = False
+  #: Batch fields the objective reads (others, e.g. strings, stay on the host).
+  input_keys: Tuple[str, ...] = ()
+  #: Batch fields ``eval_step`` reads (``valid`` is always added).
+  eval_keys: Tuple[str, ...] = ()
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> Dict[str, Any]:
+    """Returns the initial variables ``{"params": ..., "batch_stats": ...}``."""
+
+  @abc.abstractmethod
+  def loss(self, params: Any, state: Any, batch: Batch,
+           rng: jax.Array) -> Tuple[jax.Array, Tuple[Metrics, Dict[str, Any]]]:
+    """Returns ``(loss, (metrics, updated))``; ``updated`` holds new ``batch_stats`` (and
+    ``ema_batch_stats`` for EMA objectives)."""
+
+  def eval_step(self, state: Any, batch: Batch) -> Metrics:
+    """Per-batch SUMS of evaluation statistics (``count`` included); the trainer adds them up
+    over the evaluation set and divides by ``count`` — global numbers, never per host."""
+    del state, batch
+    return {}
+
+
+def get(name: str):
+  for module in _MODULES:
+    importlib.import_module(module)
+  return OBJECTIVES.get(name)

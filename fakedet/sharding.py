@@ -1,0 +1,72 @@
+"""Device mesh and shardings: data parallel over ``data`` (with room for ``fsdp``/``model``).
+
+Batches are sharded over every batch-like axis; parameters are replicated unless a rule in
+``config.mesh.param_rules`` says otherwise. Because the train step is jitted over global arrays,
+BatchNorm statistics computed inside it are over the GLOBAL batch (XLA inserts the all-reduce),
+i.e. synchronised across the data axis, and results do not depend on the number of devices.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence, Tuple
+
+import jax
+import ml_collections
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      data=-1,  # -1: all remaining devices.
+      fsdp=1,
+      model=1,
+      # (regex on the '/'-joined param path, PartitionSpec tuple); first match wins.
+      param_rules=(),
+  ))
+
+
+def make_mesh(mcfg: Mapping[str, Any], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = {"data": mcfg["data"], "fsdp": mcfg["fsdp"], "model": mcfg["model"]}
+  fixed = 1
+  for name, size in sizes.items():
+    if size != -1:
+      if size <= 0:
+        raise ValueError(f"config.mesh.{name}={size}: expected a positive size or -1")
+      fixed *= size
+  free = [n for n, s in sizes.items() if s == -1]
+  if len(free) > 1:
+    raise ValueError(f"config.mesh: at most one axis may be -1, got {free}")
+  if len(devices) % fixed:
+    raise ValueError(f"config.mesh {sizes} does not divide the {len(devices)} devices")
+  if free:
+    sizes[free[0]] = len(devices) // fixed
+  if sizes["data"] * sizes["fsdp"] * sizes["model"] != len(devices):
+    raise ValueError(f"config.mesh {sizes} needs {sizes['data'] * sizes['fsdp'] * sizes['model']}"
+                     f" devices, {len(devices)} available")
+  shape = tuple(sizes.values())
+  return jax.make_mesh(shape, tuple(sizes), axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def param_shardings(tree: Any, mesh: Mesh, rules: Sequence[Tuple[str, Tuple]] = ()) -> Any:
+  """Per-leaf NamedShardings: the first matching rule's spec, else replicated."""
+  compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
+
+  def leaf(path, _):
+    name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    for pattern, spec in compiled:
+      if pattern.fullmatch(name):
+        return NamedSharding(mesh, P(*spec))
+    return NamedSharding(mesh, P())
+
+  return jax.tree_util.tree_map_with_path(leaf, tree)

@@ -1,0 +1,226 @@
+"""``train``: the one training loop every method shares (objective chosen by config).
+
+Pure ``train_step(state, batch, rng) -> (state, metrics)`` jitted once with explicit shardings
+and a donated state; RNG folded by step so results do not depend on the device count; EMA
+teacher update inside the step; Orbax checkpoints with the input iterator position; clu writers
+and ReportProgress; periodic evaluation; a non-finite loss stops the run before it can be saved.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from typing import Any, Dict, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fakedet import config_check
+from fakedet import objectives as objectives_lib
+from fakedet import optim
+from fakedet import sharding as sharding_lib
+from fakedet import train_state as train_state_lib
+from fakedet.trainers import TRAINERS, Trainer
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def reference_config() -> ml_collections.ConfigDict:
+  """Every top-level key the shared trainer reads, with defaults (objective/model are open)."""
+  from input_pipeline import config as input_config
+  return ml_collections.ConfigDict(dict(
+      trainer="train", seed=0,
+      total_steps=0,  # > 0 wins; else num_epochs × (records of the first source / batch).
+      num_epochs=0.0,
+      warmup_epochs=0.0,  # > 0 overrides optim.warmup_steps (converted with the epoch size).
+      log_every=50, eval_every=0, eval_batches=0,  # eval_every 0 = only at the end.
+      checkpoint=ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True)),
+      ema=ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
+                                         scale_with_batch=True, schedule="constant")),
+      mesh=sharding_lib.mesh_config(),
+      optim=optim.default_config(),
+      objective=ml_collections.ConfigDict(dict(name="")),
+      model=ml_collections.ConfigDict(),
+      input=input_config.input_config()))
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  ref = reference_config()
+  config_check.check_against(
+      {k: v for k, v in config.items() if k not in ("objective", "model", "optim")}, ref,
+      "config", open_keys=("config.input.sources",))
+  config_check.check_input(config.input)
+  objective_cls = objectives_lib.get(config.objective.name)
+  if hasattr(objective_cls, "check"):
+    objective_cls.check(config)
+  if config.total_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError("set config.total_steps or config.num_epochs to a positive value")
+  optim.make_optimizer(config.optim, max(1, config.total_steps))  # Validates names and fields.
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict) -> float:
+  """Epoch = one pass over the FIRST source's selected records at its batch share."""
+  from input_pipeline import sources
+  scfg = config.input.sources[sorted(config.input.sources)[0]]
+  source = sources.ClipSource(sources.resolve_data_dir(scfg.data_dir), scfg.split)
+  n = len(sources.Selection(tuple(scfg.labels), tuple(scfg.manipulations)).indices(source.index))
+  return n / scfg.batch_size
+
+
+def schedule_steps(config: ml_collections.ConfigDict):
+  """(total steps, optim config with warm-up in steps) from the step- or epoch-based config."""
+  optim_cfg = ml_collections.ConfigDict(config.optim.to_dict())
+  epoch = None
+  if config.total_steps > 0:
+    steps = int(config.total_steps)
+  else:
+    epoch = steps_per_epoch(config)
+    steps = max(1, int(math.ceil(config.num_epochs * epoch)))
+  if config.warmup_epochs > 0:
+    epoch = epoch or steps_per_epoch(config)
+    optim_cfg.warmup_steps = int(round(config.warmup_epochs * epoch))
+  return steps, optim_cfg
+
+
+def ema_momentum_fn(config: ml_collections.ConfigDict, batch_size: int, steps: int):
+  base = config.ema.momentum
+  if config.ema.scale_with_batch:
+    base = optim.scale_momentum_for_batch(base, batch_size, config.ema.reference_batch)
+  return lambda step: optim.ema_momentum(step, base, steps, config.ema.schedule)
+
+
+def train_step(state: train_state_lib.TrainState, batch: Mapping[str, jax.Array], rng: jax.Array,
+               *, objective, tx: optax.GradientTransformation, momentum_fn):
+  rng = jax.random.fold_in(rng, state.step)
+  grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+  (loss, (metrics, updated)), grads = grad_fn(state.params, state, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new = dict(step=state.step + 1, params=params, opt_state=opt_state,
+             batch_stats=updated.get("batch_stats", state.batch_stats))
+  if objective.uses_ema:
+    mu = momentum_fn(state.step)
+    new["ema_params"] = optim.ema_update(state.ema_params, params, mu)
+    new["ema_batch_stats"] = updated.get("ema_batch_stats", state.ema_batch_stats)
+    metrics["ema_momentum"] = mu
+  metrics.update(loss=loss, l2_grads=optax.global_norm(grads), l2_params=optax.global_norm(params),
+                 l2_updates=optax.global_norm(updates))
+  return state.replace(**new), metrics
+
+
+def device_batch(batch: Mapping[str, np.ndarray], keys, mesh) -> Dict[str, jax.Array]:
+  from input_pipeline import pipeline
+  missing = [k for k in keys if k not in batch]
+  if missing:
+    raise KeyError(f"the objective needs batch fields {missing}; the input pipeline produces "
+                   f"{sorted(batch)} (check config.input.train_ops / eval.ops)")
+  return pipeline.to_global({k: batch[k] for k in keys}, mesh, axis=sharding_lib.BATCH_AXES)
+
+
+def evaluate(state, objective, config, mesh, eval_step) -> Dict[str, float]:
+  """Sums the objective's per-batch statistics over the held-out split; global figures."""
+  from input_pipeline import pipeline
+  totals: Dict[str, float] = {}
+  keys = tuple(objective.eval_keys) + ("valid",)
+  for i, batch in enumerate(pipeline.eval_dataset(config.input)):
+    if config.eval_batches and i >= config.eval_batches:
+      break
+    out = jax.device_get(eval_step(state, device_batch(batch, keys, mesh)))
+    for k, v in out.items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  count = totals.pop("count", 0.0)
+  if not count:
+    return {}
+  return {f"eval/{k}": v / count for k, v in totals.items()}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  from clu import metric_writers, periodic_actions
+  from fakedet.checkpointing import Checkpointer
+  from input_pipeline import pipeline
+
+  mesh = sharding_lib.make_mesh(config.mesh)
+  objective = objectives_lib.get(config.objective.name)(config)
+  steps, optim_cfg = schedule_steps(config)
+  batch_size = pipeline.global_batch_size(config.input)
+  ds = pipeline.train_dataset(config.input, config.seed)
+  example = device_batch(next(iter(ds)), objective.input_keys, mesh)  # Shapes for init only.
+  tx = optim.make_optimizer(optim_cfg, steps)
+  rng = jax.random.key(config.seed)
+  init_rng, train_rng = jax.random.split(rng)
+  state, shardings = train_state_lib.create(objective, tx, example, init_rng, mesh,
+                                            config.mesh.param_rules)
+  logging.info("parameters: %s", f"{train_state_lib.count_params(state.params):,}")
+
+  train_iter = iter(ds)
+  ckpt = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
+                      config.checkpoint.async_save)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(train_state_lib.abstract_with_shardings(state, shardings), train_iter)
+    logging.info("resumed from the checkpoint at step %d", int(state.step))
+  ckpt.install_sigterm_handler()
+
+  batch_sh = sharding_lib.batch_sharding(mesh)
+  step_fn = jax.jit(
+      functools.partial(train_step, objective=objective, tx=tx,
+                        momentum_fn=ema_momentum_fn(config, batch_size, steps)),
+      in_shardings=(shardings, batch_sh, sharding_lib.replicated(mesh)),
+      out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
+  eval_step = jax.jit(objective.eval_step)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  report = periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
+                                           every_steps=config.log_every, every_secs=None)
+  step = int(state.step)
+  if step == 0:
+    writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
+  last_good = step
+  history = []
+  lr_fns = optim.learning_rates(optim_cfg, steps)
+  t0 = time.perf_counter()
+  while step < steps:
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      batch = device_batch(next(train_iter), objective.input_keys, mesh)
+      state, metrics = step_fn(state, batch, train_rng)
+    step += 1
+    loss = float(metrics["loss"])  # One scalar per step: cheap, and catches NaN immediately.
+    if not math.isfinite(loss):
+      ckpt.wait()
+      raise NonFiniteLossError(
+          f"loss is {loss} at step {step}; stopping. The last good checkpoint (step "
+          f"{ckpt.latest_step()}) is intact; lower optim.lr or check the data.")
+    report(step)
+    if step % config.log_every == 0 or step == steps:
+      scalars = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+      # optax used schedule(step - 1) for the update that produced `step`.
+      scalars.update({f"train/lr_{g}": float(fn(step - 1)) for g, fn in lr_fns.items()})
+      writer.write_scalars(step, scalars)
+      history.append({"step": step, **scalars})
+    if config.eval_every and step % config.eval_every == 0 and step < steps:
+      writer.write_scalars(step, evaluate(state, objective, config, mesh, eval_step))
+    stop = ckpt.should_stop(step)
+    if stop or step % config.checkpoint.every_steps == 0 or step == steps:
+      ckpt.save(step, state, train_iter, force=True)
+      last_good = step
+    if stop:
+      logging.warning("stopping at step %d after saving (preemption/SIGTERM)", step)
+      break
+  ckpt.close()
+  result = {"step": step, "last_checkpoint": last_good,
+            "seconds": time.perf_counter() - t0, "train": history[-1] if history else {}}
+  if step == steps:
+    result["eval"] = evaluate(state, objective, config, mesh, eval_step)
+    writer.write_scalars(step, result["eval"])
+  writer.flush()
+  logging.info("finished: %s", result)
+  return result
+
+
+TRAINERS.register("train")(Trainer(run=run, check=check))

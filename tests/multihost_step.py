@@ -1,0 +1,67 @@
+"""One RealForensics stage-1 train step on a fixed global batch, as one of N processes.
+
+  python tests/multihost_step.py --process_id=I --num_processes=N --port=P --out=FILE
+
+Every process builds the same tiny model, owns rows [I·B/N, (I+1)·B/N) of the same global batch
+(made from a seed), and runs the jitted train step over the global arrays; process 0 writes the
+loss and the parameter norm after the step to FILE. With N=2 (two processes, CPU collectives over
+localhost) the figures must equal those of N=1 — tests/test_trainer.py checks that.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--process_id", type=int, required=True)
+  parser.add_argument("--num_processes", type=int, required=True)
+  parser.add_argument("--port", type=int, required=True)
+  parser.add_argument("--devices_per_process", type=int, default=2)
+  parser.add_argument("--out", required=True)
+  args = parser.parse_args()
+  from tests import tiny_configs
+  os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={args.devices_per_process}"
+                             f" {tiny_configs.FAST_COMPILE}")
+  import jax
+  if args.num_processes > 1:
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
+                               num_processes=args.num_processes, process_id=args.process_id)
+  import functools
+  import numpy as np
+  from fakedet import optim, sharding
+  from fakedet import train_state as train_state_lib
+  from fakedet.trainers import train
+  from fakedet import objectives
+  from tests import tiny_configs
+
+  config = tiny_configs.stage1_tiny()
+  mesh = sharding.make_mesh(config.mesh)
+  objective = objectives.get(config.objective.name)(config)
+  batch = tiny_configs.fake_stage1_batch(global_batch=8, seed=0)
+  n = 8 // args.num_processes
+  rows = slice(args.process_id * n, (args.process_id + 1) * n)
+  local = {k: v[rows] for k, v in batch.items()}
+  gbatch = train.device_batch(local, objective.input_keys, mesh)
+  tx = optim.make_optimizer(config.optim, config.total_steps)
+  state, shardings = train_state_lib.create(objective, tx, gbatch, jax.random.key(0), mesh)
+  step = jax.jit(functools.partial(train.train_step, objective=objective, tx=tx,
+                                   momentum_fn=train.ema_momentum_fn(config, 8, 10)),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)))
+  state, metrics = step(state, gbatch, jax.random.key(1))
+  from jax.experimental import multihost_utils
+  params = multihost_utils.process_allgather(state.params, tiled=True)
+  norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
+                           for x in jax.tree.leaves(params))))
+  if jax.process_index() == 0:
+    with open(args.out, "w") as f:
+      json.dump({"loss": float(metrics["loss"]), "param_norm": norm,
+                 "devices": jax.device_count(), "processes": jax.process_count()}, f)
+
+
+if __name__ == "__main__":
+  main()

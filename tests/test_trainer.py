@@ -1,0 +1,256 @@
+"""Shared trainer + RealForensics stage-1 objective: loss, stop-gradient, EMA, sharding
+invariance, NaN stop, SIGTERM, kill -9 resume and the 2-process multi-host step."""
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fakedet import objectives, optim, sharding
+from fakedet import train_state as train_state_lib
+from fakedet.objectives import byol_av
+from fakedet.trainers import train
+from tests import tiny_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup(devices, optimizer=None):
+  config = tiny_configs.stage1_tiny()
+  if optimizer:
+    config.optim.name = optimizer
+  mesh = sharding.make_mesh(config.mesh, devices=devices)
+  objective = objectives.get("byol_av")(config)
+  batch = train.device_batch(tiny_configs.fake_stage1_batch(), objective.input_keys, mesh)
+  tx = optim.make_optimizer(config.optim, config.total_steps)
+  state, shardings = train_state_lib.create(objective, tx, batch, jax.random.key(0), mesh)
+  step = jax.jit(functools.partial(train.train_step, objective=objective, tx=tx,
+                                   momentum_fn=train.ema_momentum_fn(config, 8, 10)),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh),
+                               sharding.replicated(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)))
+  return config, objective, batch, state, step
+
+
+@pytest.fixture(scope="module")
+def eight():
+  return _setup(jax.devices())
+
+
+def test_byol_term_matches_hand_computation():
+  target = np.array([[[3.0, 4.0], [1.0, 0.0]]])  # [B=1, T=2, D=2]
+  pred = np.array([[[0.0, 2.0], [1.0, 1.0]]])
+  # Frame 0: (0.6, 0.8) vs (0, 1): ½‖·‖² = ½(0.36 + 0.04) = 0.2.
+  # Frame 1: (1, 0) vs (1/√2, 1/√2): ½((1 − 1/√2)² + ½) = 1 − 1/√2.
+  expected = (0.2 + (1 - 1 / np.sqrt(2))) / 2
+  np.testing.assert_allclose(byol_av.byol_term(jnp.asarray(target), jnp.asarray(pred)), expected,
+                             rtol=1e-6)
+
+
+def test_representation_stats_perfect_and_collapsed():
+  rng = np.random.default_rng(0)
+  emb = jnp.asarray(rng.normal(size=(6, 9, 16)).astype(np.float32))
+  valid = jnp.array([True] * 5 + [False])
+  perfect = byol_av.representation_stats(emb, emb, valid)
+  assert float(perfect["count"]) == 5
+  assert float(perfect["retrieval_top1"]) == 5 and float(perfect["sync_acc"]) == 5
+  np.testing.assert_allclose(float(perfect["sync_chance"]) / 5, (3 * 9 - 2) / 81, rtol=1e-6)
+  collapsed = byol_av.representation_stats(jnp.ones((6, 9, 16)), emb, valid)
+  assert float(collapsed["collapse_std"]) < 1e-3 < float(perfect["collapse_std"]) / 5
+
+
+def _live_residuals(params):
+  """Params with every last-block BN γ set to 1: at init γ = 0 (Table 16) blocks the gradient
+  of each CSN residual branch exactly, which would hide a missing gradient there."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.ones_like(x) if jax.tree_util.keystr(path).endswith(
+          "['bn_c']['scale']") else x, params)
+
+
+def test_stop_gradient_blocks_teacher_gradients(eight):
+  _, objective, batch, state, _ = eight
+  state = state.replace(params=_live_residuals(state.params))
+
+  @jax.jit
+  def grads(params, ema_params):
+    loss = lambda p, e: objective.loss(p, state.replace(ema_params=e), batch,
+                                       jax.random.key(0))[0]
+    return jax.grad(loss, argnums=(0, 1))(params, ema_params)
+
+  student, teacher = grads(state.params, state.ema_params)
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(teacher))
+  dead = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_flatten_with_path(student)[0]
+          if not float(jnp.max(jnp.abs(g))) > 0]
+  assert not dead, f"student parameters without gradient: {dead}"
+
+
+def test_step_updates_ema_exactly_and_loss_decreases(eight):
+  config, _, batch, state, step = eight
+  old_ema = jax.device_get(state.ema_params)
+  new_state, metrics = step(state, batch, jax.random.key(1))
+  mu = float(metrics["ema_momentum"])
+  assert mu == pytest.approx(config.ema.momentum, rel=1e-7)  # constant, no batch scaling (f32)
+  expected = jax.tree.map(lambda e, p: mu * e + (1 - mu) * p, old_ema,
+                          jax.device_get(new_state.params))
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(jax.device_get(new_state.ema_params))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  losses = [float(metrics["loss"])]
+  for _ in range(4):
+    new_state, metrics = step(new_state, batch, jax.random.key(1))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  assert int(new_state.step) == 5
+
+
+def test_eight_devices_give_the_same_step_as_one():
+  """SGD, whose update is linear in the gradient: Adam's first step is lr·sign(g), which turns
+  float noise in exactly-zero gradients (biases before a BN) into ±lr and hides the comparison."""
+  _, _, batch8, state8, step8 = _setup(jax.devices(), optimizer="sgd")
+  _, _, batch1, state1, step1 = _setup(jax.devices()[:1], optimizer="sgd")
+  s8, m8 = step8(state8, batch8, jax.random.key(3))
+  s1, m1 = step1(state1, batch1, jax.random.key(3))
+  for key in ("loss", "l2_grads", "l2_updates"):
+    np.testing.assert_allclose(float(m8[key]), float(m1[key]), rtol=1e-5, err_msg=key)
+  for a, b in zip(jax.tree.leaves(jax.device_get(s8.params)),
+                  jax.tree.leaves(jax.device_get(s1.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(s8.params))
+  assert float(m8["l2_updates"]) > 0
+
+
+# ----------------------------------------------------------------------------- end to end
+def _env():
+  # One CPU device, like a laptop run; runs of the same program share compiled executables.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=os.path.join(tempfile.gettempdir(), "fakedet_jax_cache"),
+             XLA_FLAGS=tiny_configs.FAST_COMPILE)
+  return env
+
+
+def _main_cmd(workdir, steps=10, extra=()):
+  return [sys.executable, "-m", "fakedet.main", "--config=tests/tiny_configs.py:stage1",
+          f"--workdir={workdir}", f"--config.total_steps={steps}", *extra]
+
+
+def _final_params(workdir):
+  import orbax.checkpoint as ocp
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = mngr.latest_step()
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, restored["state"]["params"]
+
+
+def _assert_same_params(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  subprocess.run(_main_cmd(workdir), cwd=ROOT, env=_env(), check=True, capture_output=True,
+                 timeout=600)
+  return workdir
+
+
+def _wait_for_checkpoint(workdir, proc, step, timeout=400):
+  path = os.path.join(workdir, "checkpoints", str(step))
+  t0 = time.time()
+  while not os.path.exists(path):
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() - t0 < timeout, f"no checkpoint {step} after {timeout}s"
+    time.sleep(0.2)
+
+
+def test_kill_9_and_resume_reaches_the_same_parameters(uninterrupted, tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen(_main_cmd(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(workdir, proc, 4)
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  subprocess.run(_main_cmd(workdir), cwd=ROOT, env=_env(), check=True, capture_output=True,
+                 timeout=600)
+  step, params = _final_params(workdir)
+  ref_step, ref = _final_params(uninterrupted)
+  assert step == ref_step == 10
+  _assert_same_params(params, ref)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen(_main_cmd(workdir, steps=100000,
+                                    extra=["--config.checkpoint.every_steps=100000"]),
+                          cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  lines = []
+  reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+  reader.start()
+  t0 = time.time()
+  while not any("steps_per_sec" in line for line in lines):  # training is under way
+    assert proc.poll() is None, "".join(lines)[-3000:]
+    assert time.time() - t0 < 400, "no progress report within 400 s"
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=300)
+  reader.join(timeout=10)
+  log = "".join(lines)
+  assert proc.returncode == 0, log[-3000:]
+  assert "preemption/SIGTERM" in log
+  step, params = _final_params(workdir)
+  assert 0 < step < 100000  # saved where it stopped, not at a scheduled step
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+@objectives.OBJECTIVES.register("byol_av_nan_after_5")
+class _NanAfterFive(byol_av.ByolAV):
+  """The stage-1 objective whose loss turns NaN from step 5 on (a simulated divergence)."""
+
+  def loss(self, params, state, batch, rng):
+    loss, aux = super().loss(params, state, batch, rng)
+    return jnp.where(state.step >= 5, jnp.nan, loss), aux
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = tiny_configs.get_config("stage1")
+  config.objective.name = "byol_av_nan_after_5"
+  config.checkpoint.every_steps = 2
+  with pytest.raises(train.NonFiniteLossError, match="loss is nan at step 6.*last good "
+                     r"checkpoint \(step 4\) is intact"):
+    train.run(config, str(tmp_path))
+  step, params = _final_params(str(tmp_path))
+  assert step == 4
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_two_processes_match_one_process(tmp_path):
+  import portpicker
+  port = portpicker.pick_unused_port()
+  script = os.path.join(ROOT, "tests", "multihost_step.py")
+  env = _env()
+  procs = [subprocess.Popen([sys.executable, script, f"--process_id={i}", "--num_processes=2",
+                             f"--port={port}", f"--out={tmp_path}/two.json"], cwd=ROOT, env=env,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  single = subprocess.run([sys.executable, script, "--process_id=0", "--num_processes=1",
+                           f"--port={port + 1}", "--devices_per_process=4",
+                           f"--out={tmp_path}/one.json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  two = json.load(open(tmp_path / "two.json"))
+  one = json.load(open(tmp_path / "one.json"))
+  assert two["processes"] == 2 and two["devices"] == 4 and one["processes"] == 1
+  np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+  np.testing.assert_allclose(two["param_norm"], one["param_norm"], rtol=1e-5)
