@@ -58,6 +58,10 @@ def get_config(arg=None):
   config.input.sources = ml_collections.ConfigDict({
       "reals": input_config.source_config("", "train", 256, labels=(0,))})
   config.input.eval.split = "val"
+  # Representation metrics on real clips only, one per video: a fake shares its source's audio
+  # and clips of one video resemble each other, which would make within-batch retrieval moot.
+  config.input.eval.labels = (0,)
+  config.input.eval.clips_per_video = 1
   config.input.eval.batch_size = 64
   config.input.num_workers = 8
 
@@ -94,16 +98,17 @@ def _demo(config):
   m.predictor.num_heads = 4
   m.predictor.head_dim = 16
   m.predictor.mlp_dim = 128
-  config.input.train_ops = TRAIN_OPS.format(crop=84, size=64, tmask=12)
-  config.input.eval.ops = EVAL_OPS.format(crop=84, size=64)
+  config.input.train_ops = TRAIN_OPS.format(crop=84, size=48, tmask=12)
+  config.input.eval.ops = EVAL_OPS.format(crop=84, size=48)
   config.input.sources.reals.data_dir = "synthetic:demo"
   config.input.sources.reals.batch_size = 16
   config.input.eval.data_dir = "synthetic:demo"
   config.input.eval.batch_size = 32
   config.input.num_workers = 0
   config.num_epochs = 0.0
-  config.total_steps = 600
+  config.total_steps = 800
   config.optim.lr = 2e-3
+  config.optim.groups.predictor.lr = 2e-3  # Same LR as the rest, but never decayed (as in paper).
   config.warmup_epochs = 0.0
   config.optim.warmup_steps = 50
   config.ema.momentum = 0.99

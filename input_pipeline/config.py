@@ -33,6 +33,8 @@ def input_config() -> ml_collections.ConfigDict:
       eval=ml_collections.ConfigDict(dict(
           data_dir="", split="val", batch_size=8,
           clips_per_video=0,  # 0 = every non-overlapping clip of the video.
+          labels=(),  # () = all; (0,) = reals only (e.g. representation metrics of stage 1).
+          manipulations=(),  # () = all; e.g. ("real", "graphics_swap").
           ops="center_crop(size=140, resize=112)|log_mel",
       )),
   ))

@@ -155,10 +155,13 @@ def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_fra
 
 
 def eval_clips(source: sources.ClipSource, clip_frames: int, clips_per_video: int,
-               skip_bad_records: bool) -> List[Tuple[int, int]]:
-  """(record index, start frame) of every evaluation clip, from the index alone."""
+               skip_bad_records: bool,
+               selection: sources.Selection = sources.Selection()) -> List[Tuple[int, int]]:
+  """(record index, start frame) of every evaluation clip of the selected records, from the
+  index alone."""
   items = []
-  for i, n in enumerate(source.index["num_frames"]):
+  for i in selection.indices(source.index):
+    i, n = int(i), source.index["num_frames"][i]
     starts = sources.eval_clip_starts(n, clip_frames, clips_per_video or None)
     if not starts:
       msg = f"{source.where(i)}: {n} frames, fewer than one {clip_frames}-frame clip"
@@ -187,8 +190,13 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
   ecfg = icfg["eval"]
   pi, pc = _process(process_index, process_count)
   source = sources.ClipSource(sources.resolve_data_dir(ecfg["data_dir"]), ecfg["split"])
+  selection = sources.Selection(tuple(ecfg["labels"]), tuple(ecfg["manipulations"]))
   items = eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
-                     icfg["skip_bad_records"])
+                     icfg["skip_bad_records"], selection)
+  if not items:
+    raise ValueError(f"input.eval selects no clip from split {ecfg['split']!r} of "
+                     f"{source.data_dir} (labels={tuple(ecfg['labels'])}, manipulations="
+                     f"{tuple(ecfg['manipulations'])})")
   host_batch = per_host(ecfg["batch_size"], pc, "input.eval.batch_size")
   import grain
   fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],

@@ -78,6 +78,36 @@ def test_paper_size_param_count_matches_authors_model():
   assert variables["params"]["res3_block1"]["conv_b"]["kernel"].shape == (3, 3, 3, 1, 256)
 
 
+def _conv_macs_by_hand(t=25, size=112) -> int:
+  """Multiply-accumulates of every conv of CSN-101 on one t×size×size clip, from Table 16."""
+  h = (size - 1) // 2 + 1  # stem output
+  macs = t * h * h * 64 * 3 * 7 * 7 * 3
+  h, cin = (h - 1) // 2 + 1, 64  # max-pool
+  for blocks, width, stride in ((3, 256, 1), (4, 512, 2), (23, 1024, 2), (3, 2048, 2)):
+    inner = width // 4
+    for b in range(blocks):
+      out = (h - 1) // (stride if b == 0 else 1) + 1
+      macs += t * h * h * cin * inner + t * out * out * inner * (27 + width)
+      if b == 0:
+        macs += t * out * out * cin * width  # projection shortcut
+      h, cin = out, width
+  return macs
+
+
+def test_paper_size_forward_cost_is_about_27_7_gmacs():
+  """XLA's own cost model of the forward agrees with the conv count and the paper's ~27.7 G."""
+  model = csn.CSN(depthwise_impl="native", stem_impl="native")
+  shape = (1, 25, 112, 112, 3)
+  variables = _abstract_init(model, shape)
+  lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+      variables, jax.ShapeDtypeStruct(shape, jnp.float32))
+  xla_macs = lowered.cost_analysis()["flops"] / 2
+  by_hand = _conv_macs_by_hand()
+  assert by_hand == pytest.approx(27.45e9, rel=1e-3)
+  assert xla_macs == pytest.approx(by_hand, rel=0.01)  # + BN, ReLU, pooling
+  assert xla_macs == pytest.approx(27.7e9, rel=0.02)
+
+
 @pytest.mark.parametrize("frames", [5, 16])
 def test_temporal_dimension_is_preserved(frames):
   model = csn.CSN()
@@ -110,14 +140,14 @@ def test_block_with_identity_shortcut_is_identity_at_init():
   np.testing.assert_array_equal(y, x)
 
 
-def test_native_and_shifted_depthwise_give_same_outputs_and_grads():
-  """Compared in float64: with batch-statistics BN over the 6 positions of the 1×1 last stage,
+def test_cpu_and_native_conv_impls_give_same_outputs_and_grads():
+  """Shifted depthwise + frame-stacked stem against the native convs, compared in float64: with batch-statistics BN over the 6 positions of the 1×1 last stage,
   float32 rounding alone differs by ~1e-3 between two exact implementations; float64 shows
   whether they compute the same function."""
   with jax.enable_x64(True):
     video = _video().astype(jnp.float64)
-    shifted, native = (_make_test_model(depthwise_impl=impl, dtype="float64")
-                       for impl in ("shifted", "native"))
+    shifted, native = (_make_test_model(depthwise_impl=dw, stem_impl=stem, dtype="float64")
+                       for dw, stem in (("shifted", "frames"), ("native", "native")))
     variables = _init(shifted, video)
     params = jax.tree.map(lambda x: x.astype(jnp.float64), _perturbed(variables["params"]))
     cot = jax.random.normal(jax.random.key(1), (*TINY_SHAPE[:2], 256), jnp.float64)

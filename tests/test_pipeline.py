@@ -160,6 +160,23 @@ def test_eval_dataset_enumerates_every_clip_and_pads(tiny_dir):
   _assert_batches_equal(batches, again)
 
 
+def test_eval_dataset_selects_labels_and_clips_per_video(tiny_dir):
+  """Reals only, one clip each: what within-batch retrieval needs (a fake shares its source's
+  audio, and clips of one video resemble each other)."""
+  cfg = _cfg(tiny_dir)
+  cfg.eval.labels = (0,)
+  cfg.eval.clips_per_video = 1
+  batches = list(pipeline.eval_dataset(cfg, process_index=0, process_count=1))
+  valid = np.concatenate([b["valid"] for b in batches])
+  ids = np.concatenate([b["video_id"] for b in batches])[valid]
+  labels = np.concatenate([b["label"] for b in batches])[valid]
+  assert len(ids) == 4 == len(set(ids))  # 4 real val records, one clip each
+  assert not labels.any()
+  cfg.eval.manipulations = ("swap",)
+  with pytest.raises(ValueError, match=r"selects no clip from split 'val'"):
+    list(pipeline.eval_dataset(cfg, process_index=0, process_count=1))
+
+
 # ----------------------------------------------------------------------------- bad data
 def _corrupt_dataset(tmp_path, bad):
   """A one-shard dataset whose record 2 is replaced by ``bad`` (dict overrides or raw bytes)."""

@@ -28,7 +28,7 @@ import numpy as np
 from input_pipeline.synthetic import faces, forgeries, speech
 from input_pipeline.synthetic.forgeries import FAMILIES
 
-GENERATOR_VERSION = 1  # Bump when a code change alters the generated data (invalidates caches).
+GENERATOR_VERSION = 2  # Bump when a code change alters the generated data (invalidates caches).
 # Random streams: the first key after the seed says what is being drawn.
 _IDENTITY, _VOICE, _UTTERANCE, _AUDIO, _SCENE, _FAKE, _DONOR = range(7)
 

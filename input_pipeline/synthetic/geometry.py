@@ -13,8 +13,10 @@ import numpy as np
 
 FACE_SCALE = 0.36  # Pixels per canonical unit, as a fraction of the frame size.
 CENTRE_Y = 0.52  # Vertical position of the face centre, as a fraction of the frame size.
-JAW_DROP = 0.14  # Chin drop at full jaw opening (canonical units).
-LIP_GAP = 0.17  # Inner-lip gap at full lip opening.
+# Articulation is exaggerated (~1.5× a real open vowel): at the demo's 48-px crops a realistic
+# inner-lip gap is 1–2 px, too faint for a toy model to learn lip reading from in minutes.
+JAW_DROP = 0.20  # Chin drop at full jaw opening (canonical units).
+LIP_GAP = 0.28  # Inner-lip gap at full lip opening.
 # Horizontal shift per unit yaw of each feature (how far it stands out of the face plane).
 DEPTH_EYE, DEPTH_BROW, DEPTH_MOUTH = 0.12, 0.10, 0.14
 
