@@ -10,8 +10,10 @@ stored 150×150), 80×100 log-mels, projector 1×1 conv→256 + BN, 1-block tran
 AdamP lr 7e-4 / wd 1e-2, 150 epochs with 20 warm-up, predictors' LR fixed, EMA μ 0.999 at
 batch 256 (1−μ scaled with batch size), masking on the students' inputs only.
 
-``:demo`` — a width/depth-reduced model on the embedded synthetic dataset, ~10 min on 2 CPU
-cores; expected: held-out clip retrieval and frame-sync accuracy ≥ 5× chance, no collapse.
+``:demo`` — a width/depth-reduced model (501k params, 48-px crops, 800 steps of 16 clips) on
+the embedded synthetic dataset: ~9 min on 2 CPU cores (+ ~95 s to generate the data once).
+Measured at step 800 on the 36 real val videos: clip retrieval top-1 0.42 (chance 0.028),
+frame sync 0.38 (chance 0.117), collapse_std 0.61 — sync is short of the 5×-chance target.
 
   python -m fakedet.main --config=configs/stage1.py:demo --workdir=/tmp/stage1_demo
 """
@@ -88,7 +90,7 @@ def get_config(arg=None):
 
 
 def _demo(config):
-  """Width/depth-reduced model on the synthetic dataset: ~10 min on 2 CPU cores."""
+  """Width/depth-reduced model on the synthetic dataset: ~9 min on 2 CPU cores."""
   m = config.model
   m.video_backbone.stage_blocks = (1, 1, 1, 1)
   m.video_backbone.width_multiplier = 0.125
@@ -103,12 +105,13 @@ def _demo(config):
   config.input.sources.reals.data_dir = "synthetic:demo"
   config.input.sources.reals.batch_size = 16
   config.input.eval.data_dir = "synthetic:demo"
-  config.input.eval.batch_size = 32
+  config.input.eval.batch_size = 36  # All 36 real val videos: one retrieval batch.
   config.input.num_workers = 0
   config.num_epochs = 0.0
   config.total_steps = 800
   config.optim.lr = 2e-3
   config.optim.groups.predictor.lr = 2e-3  # Same LR as the rest, but never decayed (as in paper).
+  config.optim.schedule = "constant"  # A short run still learns at its end (cosine: flat by 600).
   config.warmup_epochs = 0.0
   config.optim.warmup_steps = 50
   config.ema.momentum = 0.99

@@ -63,6 +63,7 @@ def test_representation_stats_perfect_and_collapsed():
   perfect = byol_av.representation_stats(emb, emb, valid)
   assert float(perfect["count"]) == 5
   assert float(perfect["retrieval_top1"]) == 5 and float(perfect["sync_acc"]) == 5
+  assert float(perfect["retrieval_pooled_top1"]) == 5
   np.testing.assert_allclose(float(perfect["sync_chance"]) / 5, (3 * 9 - 2) / 81, rtol=1e-6)
   collapsed = byol_av.representation_stats(jnp.ones((6, 9, 16)), emb, valid)
   assert float(collapsed["collapse_std"]) < 1e-3 < float(perfect["collapse_std"]) / 5
@@ -74,6 +75,18 @@ def _live_residuals(params):
   return jax.tree_util.tree_map_with_path(
       lambda path, x: jnp.ones_like(x) if jax.tree_util.keystr(path).endswith(
           "['bn_c']['scale']") else x, params)
+
+
+def test_clip_retrieval_uses_time_aligned_frames():
+  """Clips whose frames visit the same states in different orders: identical time means, so
+  pooled retrieval can only guess, while the frame-aligned clip score finds every match."""
+  eye = np.eye(6, dtype=np.float32)
+  emb = jnp.asarray(np.stack([eye[(np.arange(6) + i) % 6] for i in range(6)]))  # [6, T=6, 6]
+  stats = byol_av.representation_stats(emb, emb, jnp.ones(6, bool))
+  assert float(stats["retrieval_top1"]) == 6
+  assert float(stats["retrieval_pooled_top1"]) == 1  # all tied: argmax picks clip 0
+  shifted = byol_av.representation_stats(emb, jnp.roll(emb, 3, axis=1), jnp.ones(6, bool))
+  assert float(shifted["sync_acc"]) == 0  # every frame's best match is 3 frames away
 
 
 def test_stop_gradient_blocks_teacher_gradients(eight):

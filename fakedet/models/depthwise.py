@@ -37,13 +37,21 @@ HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 Strides = Tuple[int, int, int]
 
 
+def choose_impl(impl: str, allowed: Sequence[str], cpu_impl: str, what: str) -> str:
+  """Validates ``impl`` against ``allowed``; "auto" → ``cpu_impl`` on CPU, "native" elsewhere.
+
+  Shared by the convs that have an XLA:CPU-friendly form besides the native one.
+  """
+  if impl not in allowed:
+    raise ValueError(f"unknown {what} impl {impl!r}; expected one of {tuple(allowed)}")
+  if impl == "auto":
+    return cpu_impl if jax.default_backend() == "cpu" else "native"
+  return impl
+
+
 def resolve_impl(impl: str) -> str:
   """Maps "auto" to "shifted" on CPU and "native" elsewhere; validates the name."""
-  if impl not in IMPLS:
-    raise ValueError(f"unknown depthwise impl {impl!r}; expected one of {IMPLS}")
-  if impl == "auto":
-    return "shifted" if jax.default_backend() == "cpu" else "native"
-  return impl
+  return choose_impl(impl, IMPLS, "shifted", "depthwise")
 
 
 def output_shape(shape: Sequence[int], strides: Strides) -> Tuple[int, ...]:

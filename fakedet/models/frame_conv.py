@@ -27,17 +27,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fakedet.models import depthwise
+
 IMPLS = ("auto", "native", "frames")
 
 Padding = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
 
 
 def resolve_impl(impl: str) -> str:
-  if impl not in IMPLS:
-    raise ValueError(f"unknown frame-conv impl {impl!r}; expected one of {IMPLS}")
-  if impl == "auto":
-    return "frames" if jax.default_backend() == "cpu" else "native"
-  return impl
+  """Maps "auto" to "frames" on CPU and "native" elsewhere; validates the name."""
+  return depthwise.choose_impl(impl, IMPLS, "frames", "frame-conv")
 
 
 def conv3d_t1(x: jax.Array, kernel: jax.Array, spatial_strides: Sequence[int],
