@@ -36,7 +36,6 @@ def main():
   from fakedet import train_state as train_state_lib
   from fakedet.trainers import train
   from fakedet import objectives
-  from tests import tiny_configs
 
   config = tiny_configs.stage1_tiny()
   mesh = sharding.make_mesh(config.mesh)
