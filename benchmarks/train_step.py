@@ -14,7 +14,6 @@ both backbones, projectors, predictors, loss, optimizer and EMA update — on a 
 the config's shapes, and prints steps/s and clips/s. Medians after a compile + warm-up call.
 """
 import argparse
-import functools
 import os
 import sys
 
@@ -73,12 +72,8 @@ def config_step(config_arg: str, batch: int):
   tx = optim.make_optimizer(config.optim, 1000)
   state, shardings = train_state_lib.create(objective, tx, example, jax.random.key(0), mesh)
   n_params = train_state_lib.count_params(state.params)
-  step = jax.jit(functools.partial(train.train_step, objective=objective, tx=tx,
-                                   momentum_fn=train.ema_momentum_fn(config, batch, 1000)),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh),
-                               sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
-  # Not donated here: the benchmark calls the step on the same state repeatedly.
+  step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, batch, 1000),
+                              shardings, mesh, donate=False)
   return step, (state, example, jax.random.key(1)), n_params, (t, size)
 
 

@@ -30,7 +30,6 @@ def main():
   if args.num_processes > 1:
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
                                num_processes=args.num_processes, process_id=args.process_id)
-  import functools
   import numpy as np
   from fakedet import optim, sharding
   from fakedet import train_state as train_state_lib
@@ -47,10 +46,8 @@ def main():
   gbatch = train.device_batch(local, objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   state, shardings = train_state_lib.create(objective, tx, gbatch, jax.random.key(0), mesh)
-  step = jax.jit(functools.partial(train.train_step, objective=objective, tx=tx,
-                                   momentum_fn=train.ema_momentum_fn(config, 8, 10)),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
+  step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, 8, 10), shardings,
+                              mesh, donate=False)
   state, metrics = step(state, gbatch, jax.random.key(1))
   from jax.experimental import multihost_utils
   params = multihost_utils.process_allgather(state.params, tiled=True)

@@ -1,6 +1,5 @@
 """Shared trainer + RealForensics stage-1 objective: loss, stop-gradient, EMA, sharding
 invariance, NaN stop, SIGTERM, kill -9 resume and the 2-process multi-host step."""
-import functools
 import json
 import os
 import signal
@@ -33,11 +32,8 @@ def _setup(devices, optimizer=None):
   batch = train.device_batch(tiny_configs.fake_stage1_batch(), objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   state, shardings = train_state_lib.create(objective, tx, batch, jax.random.key(0), mesh)
-  step = jax.jit(functools.partial(train.train_step, objective=objective, tx=tx,
-                                   momentum_fn=train.ema_momentum_fn(config, 8, 10)),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh),
-                               sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)))
+  step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, 8, 10), shardings,
+                              mesh, donate=False)
   return config, objective, batch, state, step
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import time
 from typing import Any, Dict, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -115,6 +113,18 @@ def train_step(state: train_state_lib.TrainState, batch: Mapping[str, jax.Array]
   return state.replace(**new), metrics
 
 
+def jit_train_step(objective, tx: optax.GradientTransformation, momentum_fn, shardings, mesh,
+                   donate: bool = True):
+  """``train_step`` jitted once with explicit shardings: state as ``shardings``, batch over the
+  batch axes, rng and metrics replicated. ``donate=False`` keeps the input state alive (tests
+  and benchmarks call the step repeatedly on the same state)."""
+  return jax.jit(
+      functools.partial(train_step, objective=objective, tx=tx, momentum_fn=momentum_fn),
+      in_shardings=(shardings, sharding_lib.batch_sharding(mesh), sharding_lib.replicated(mesh)),
+      out_shardings=(shardings, sharding_lib.replicated(mesh)),
+      donate_argnums=(0,) if donate else ())
+
+
 def device_batch(batch: Mapping[str, np.ndarray], keys, mesh) -> Dict[str, jax.Array]:
   from input_pipeline import pipeline
   missing = [k for k in keys if k not in batch]
@@ -167,12 +177,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     logging.info("resumed from the checkpoint at step %d", int(state.step))
   ckpt.install_sigterm_handler()
 
-  batch_sh = sharding_lib.batch_sharding(mesh)
-  step_fn = jax.jit(
-      functools.partial(train_step, objective=objective, tx=tx,
-                        momentum_fn=ema_momentum_fn(config, batch_size, steps)),
-      in_shardings=(shardings, batch_sh, sharding_lib.replicated(mesh)),
-      out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
+  step_fn = jit_train_step(objective, tx, ema_momentum_fn(config, batch_size, steps), shardings,
+                           mesh)
   eval_step = jax.jit(objective.eval_step)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
