@@ -10,10 +10,11 @@ stored 150×150), 80×100 log-mels, projector 1×1 conv→256 + BN, 1-block tran
 AdamP lr 7e-4 / wd 1e-2, 150 epochs with 20 warm-up, predictors' LR fixed, EMA μ 0.999 at
 batch 256 (1−μ scaled with batch size), masking on the students' inputs only.
 
-``:demo`` — a width/depth-reduced model (501k params, 48-px crops, 800 steps of 16 clips) on
-the embedded synthetic dataset: ~9 min on 2 CPU cores (+ ~95 s to generate the data once).
-Measured at step 800 on the 36 real val videos: clip retrieval top-1 0.42 (chance 0.028),
-frame sync 0.38 (chance 0.117), collapse_std 0.61 — sync is short of the 5×-chance target.
+``:demo`` — a width/depth-reduced model (501k params, 48-px crops, 800 steps of 16 clips, no
+masking of the students' inputs) on the embedded synthetic dataset: ~9.5 min on 2 CPU cores
+(+ ~95 s to generate the data once). Measured at step 800 on the 36 real val videos: clip
+retrieval top-1 0.75 (chance 0.028, 27×), frame sync 0.60 (chance 0.117, 5.2×), collapse_std
+0.68 (docs/stage1.md explains both metrics and the departures from the paper's recipe).
 
   python -m fakedet.main --config=configs/stage1.py:demo --workdir=/tmp/stage1_demo
 """
@@ -23,17 +24,24 @@ from fakedet import optim
 from fakedet import sharding
 from input_pipeline import config as input_config
 
-# Teacher view clean, student view independently cropped and masked (paper §3.1, B.3).
-TRAIN_OPS = ("random_crop(key='video', out_key='video_masked', size={crop}, resize={size})"
-             "|random_crop(key='video', size={crop}, resize={size})"
-             "|flip(keys=('video', 'video_masked'))"
-             "|grayscale(keys=('video', 'video_masked'))"
-             "|log_mel|copy(src='audio', dst='audio_masked')"
-             "|random_erase(key='video_masked', p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3))"
-             "|time_mask(video_key='video_masked', audio_key='audio_masked', max_frames={tmask},"
-             " audio_ratio=4, p=0.5)"
-             "|freq_mask(key='audio_masked', max_bins=27, p=0.5)")
+# Teacher view clean, student view cropped independently (paper §3.1, B.3) ...
+VIEW_OPS = ("random_crop(key='video', out_key='video_masked', size={crop}, resize={size})"
+            "|random_crop(key='video', size={crop}, resize={size})"
+            "|flip(keys=('video', 'video_masked'))"
+            "|grayscale(keys=('video', 'video_masked'))"
+            "|log_mel|copy(src='audio', dst='audio_masked')")
+# ... and masked: random erasing, one time span in both modalities, mel bins (students only).
+MASK_OPS = ("random_erase(key='video_masked', p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3))"
+            "|time_mask(video_key='video_masked', audio_key='audio_masked', max_frames={tmask},"
+            " audio_ratio=4, p=0.5)"
+            "|freq_mask(key='audio_masked', max_bins=27, p=0.5)")
 EVAL_OPS = "center_crop(size={crop}, resize={size})|log_mel"
+
+
+def train_ops(crop: int, size: int, tmask: int = 12, masking: bool = True) -> str:
+  """The stage-1 training op string: both views, plus the students' masking if ``masking``."""
+  ops = VIEW_OPS.format(crop=crop, size=size)
+  return f"{ops}|{MASK_OPS.format(tmask=tmask)}" if masking else ops
 
 
 def get_config(arg=None):
@@ -55,7 +63,7 @@ def get_config(arg=None):
 
   config.input = input_config.input_config()
   config.input.clip_frames = 25
-  config.input.train_ops = TRAIN_OPS.format(crop=140, size=112, tmask=12)
+  config.input.train_ops = train_ops(crop=140, size=112)
   config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
   config.input.sources = ml_collections.ConfigDict({
       "reals": input_config.source_config("", "train", 256, labels=(0,))})
@@ -90,7 +98,7 @@ def get_config(arg=None):
 
 
 def _demo(config):
-  """Width/depth-reduced model on the synthetic dataset: ~9 min on 2 CPU cores."""
+  """Width/depth-reduced model on the synthetic dataset: ~9.5 min on 2 CPU cores."""
   m = config.model
   m.video_backbone.stage_blocks = (1, 1, 1, 1)
   m.video_backbone.width_multiplier = 0.125
@@ -100,7 +108,9 @@ def _demo(config):
   m.predictor.num_heads = 4
   m.predictor.head_dim = 16
   m.predictor.mlp_dim = 128
-  config.input.train_ops = TRAIN_OPS.format(crop=84, size=48, tmask=12)
+  # Students see independently cropped views but no masking: masking regularises a 150-epoch
+  # run, while in 800 steps it only slows learning (sync at step 400: 0.26 masked, 0.42 not).
+  config.input.train_ops = train_ops(crop=84, size=48, masking=False)
   config.input.eval.ops = EVAL_OPS.format(crop=84, size=48)
   config.input.sources.reals.data_dir = "synthetic:demo"
   config.input.sources.reals.batch_size = 16

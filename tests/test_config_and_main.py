@@ -37,6 +37,21 @@ def test_config_builds_and_validates(name, arg):
   trainers.get(config.trainer).check(config)
 
 
+def test_stage1_masks_students_only_in_the_paper_config():
+  """The paper config masks the students' views; the demo keeps both views but no masking."""
+  from input_pipeline import ops
+  path = os.path.join(ROOT, "configs", "stage1.py")
+  masking = {"random_erase", "time_mask", "freq_mask"}
+  for arg, expect in ((None, masking), ("demo", set())):
+    spec = ops.parse_spec(_load(path, arg).input.train_ops)
+    assert {name for name, _ in spec} & masking == expect
+    for name, kwargs in spec:  # Masks only ever touch the students' copies.
+      if name in masking:
+        assert set(kwargs.values()) & {"video", "audio"} == set(), (name, kwargs)
+    outputs = {kw.get("out_key") or kw.get("dst") for _, kw in spec}
+    assert {"video_masked", "audio_masked"} <= outputs
+
+
 def test_unknown_variant_fails():
   with pytest.raises(ValueError, match="unknown variant 'huge'.*allowed"):
     _load(os.path.join(ROOT, "configs", "data_preview.py"), "huge")

@@ -26,7 +26,7 @@ def stage1_tiny():
   m.predictor.head_dim = 8
   m.predictor.mlp_dim = 32
   config.input.clip_frames = T
-  config.input.train_ops = module.TRAIN_OPS.format(crop=36, size=SIZE, tmask=2)
+  config.input.train_ops = module.train_ops(crop=36, size=SIZE, tmask=2)
   config.input.eval.ops = module.EVAL_OPS.format(crop=36, size=SIZE)
   config.input.sources.reals.batch_size = 8
   config.input.eval.batch_size = 8
