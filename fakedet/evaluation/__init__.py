@@ -1,0 +1,1 @@
+"""Evaluation: detection metrics and video-level scoring shared by every detector."""
