@@ -7,6 +7,8 @@ Every head maps a frame sequence [B, T, C] → [B, T, D] and is chosen by name f
   mlp_projector          3-layer MLP, every layer followed by BN (Table 12 ablation)
   mlp_predictor          2-layer MLP bottleneck (Table 12 ablation)
 
+and ``cosine_classifier`` (stage 2's supervised head, Eq. 5) maps a pooled feature [B, C] → [B].
+
 BatchNorm normalises over batch AND time (a per-frame BN1d), with torch's momentum and epsilon.
 Where the paper is silent, the layout follows the authors' released code (ahaliassos/RealForensics,
 ``stage1/models/{mlps,transformer}.py``); each class docstring says where that matters.
@@ -197,3 +199,26 @@ class MLPPredictor(nn.Module):
     y = nn.Dense(self.hidden_dim, dtype=self.dtype, name="dense1")(x)
     y = nn.relu(_bn(train, self.dtype, "bn1")(y))
     return nn.Dense(out, dtype=self.dtype, name="dense2")(y)
+
+
+@HEADS.register("cosine_classifier")
+class CosineClassifier(nn.Module):
+  """Stage 2's supervised head (Eq. 5): logit = s · w·e / (‖w‖‖e‖), no bias, s = 64.
+
+  Normalising both the feature and the weight makes the logit a scaled cosine, the same
+  geometry as the auxiliary loss, which the paper found combines better with it.
+  """
+  scale: float = 64.0
+  eps: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """[B, C] → logits [B]."""
+    del train
+    if x.ndim != 2:
+      raise ValueError(f"cosine_classifier takes pooled features [B, C]; got shape {x.shape}")
+    w = self.param("weight", nn.initializers.normal(0.01), (x.shape[-1],))
+    unit = lambda v: v * jax.lax.rsqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True),
+                                                    self.eps ** 2))
+    return self.scale * jnp.sum(unit(x.astype(self.dtype)) * unit(w.astype(self.dtype)), axis=-1)
