@@ -23,6 +23,7 @@ from fakedet import objectives as objectives_lib
 from fakedet import optim
 from fakedet import sharding as sharding_lib
 from fakedet import train_state as train_state_lib
+from fakedet import warm_start
 from fakedet.trainers import TRAINERS, Trainer
 
 
@@ -43,6 +44,7 @@ def reference_config() -> ml_collections.ConfigDict:
       ema=ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
                                          scale_with_batch=True, schedule="constant")),
       mesh=sharding_lib.mesh_config(),
+      init=warm_start.init_config(),  # Start sub-trees from another run's checkpoint.
       optim=optim.default_config(),
       objective=ml_collections.ConfigDict(dict(name="")),
       model=ml_collections.ConfigDict(),
@@ -175,6 +177,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   if ckpt.latest_step() is not None:
     state = ckpt.restore(train_state_lib.abstract_with_shardings(state, shardings), train_iter)
     logging.info("resumed from the checkpoint at step %d", int(state.step))
+  elif config.init.workdir:  # Only a fresh run warm-starts; a resumed one has its own weights.
+    state = warm_start.warm_start(state, config.init)
+    logging.info("warm-started %s from %s", [r[1] for r in config.init.rules], config.init.workdir)
   ckpt.install_sigterm_handler()
 
   step_fn = jit_train_step(objective, tx, ema_momentum_fn(config, batch_size, steps), shardings,

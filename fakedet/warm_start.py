@@ -1,0 +1,96 @@
+"""Warm starts: copy sub-trees of another run's checkpoint into a freshly initialised state.
+
+Stage 2 starts its backbone from the stage-1 video student and freezes a copy of the stage-1
+video teacher; FakeOut fine-tunes MMV's video/audio backbones. Both are "take these sub-trees of
+that run's train state and put them at these paths of mine", given as config rules:
+
+  config.init.workdir = "/runs/stage1"   # a workdir of this trainer (its checkpoints/ folder)
+  config.init.step = -1                  # -1: the latest checkpoint
+  config.init.rules = (("params/video_net", "params/backbone"),
+                       ("ema_params/video_net", "params/teacher/backbone"))
+
+Every leaf under each destination prefix must be filled by a leaf of the same relative path,
+shape and dtype, so a renamed layer or a different width fails loudly, naming the path.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+
+def init_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(workdir="", step=-1, rules=()))
+
+
+def load_state_tree(workdir: str, step: int = -1) -> Dict[str, Any]:
+  """The saved train state of ``workdir`` as nested dicts of host arrays."""
+  import orbax.checkpoint as ocp
+  path = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  manager = ocp.CheckpointManager(path, item_names=("state", "data"))
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"init.workdir={workdir!r}: no checkpoint under {path}")
+  step = max(steps) if step < 0 else step
+  if step not in steps:
+    raise FileNotFoundError(f"init.step={step}: {path} has checkpoints at steps {sorted(steps)}")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return jax.tree.map(np.asarray, restored["state"])
+
+
+def _flatten(tree: Any) -> Dict[str, Any]:
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    flat["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)] = leaf
+  return flat
+
+
+def _under(flat: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+  prefix = prefix.strip("/")
+  return {k[len(prefix):].lstrip("/"): v for k, v in flat.items()
+          if k == prefix or k.startswith(prefix + "/")}
+
+
+def graft(state: Any, source: Any, rules: Sequence[Tuple[str, str]]) -> Any:
+  """``state`` with every leaf under each rule's destination prefix replaced by the leaf at the
+  same relative path under the source prefix (shapes, dtypes and shardings of ``state`` kept)."""
+  src_flat, dst_flat = _flatten(source), _flatten(state)
+  replacements: Dict[str, Any] = {}
+  for src_prefix, dst_prefix in rules:
+    src, dst = _under(src_flat, src_prefix), _under(dst_flat, dst_prefix)
+    if not dst:
+      raise KeyError(f"init rule {src_prefix!r} → {dst_prefix!r}: this model has no parameters "
+                     f"under {dst_prefix!r}")
+    missing = sorted(set(dst) - set(src))
+    if missing:
+      raise KeyError(f"init rule {src_prefix!r} → {dst_prefix!r}: the checkpoint lacks "
+                     f"{len(missing)} of them, e.g. {src_prefix}/{missing[0]} (has "
+                     f"{sorted(src)[:5]}{'...' if len(src) > 5 else ''})")
+    for rel, leaf in dst.items():
+      new = src[rel]
+      if tuple(np.shape(new)) != tuple(leaf.shape):
+        raise ValueError(f"init rule {src_prefix!r} → {dst_prefix!r}: {rel} has shape "
+                         f"{np.shape(new)} in the checkpoint, {leaf.shape} in this model")
+      key = f"{dst_prefix.strip('/')}/{rel}" if rel else dst_prefix.strip("/")
+      replacements[key] = (new, leaf)
+  paths, treedef = jax.tree_util.tree_flatten_with_path(state)
+  leaves = []
+  for path, leaf in paths:
+    key = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    if key in replacements:
+      new, old = replacements[key]
+      leaf = jax.device_put(jnp.asarray(new, old.dtype), old.sharding)
+    leaves.append(leaf)
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def warm_start(state: Any, init: ml_collections.ConfigDict) -> Any:
+  """Applies ``config.init`` to a freshly created state (a no-op when ``init.workdir`` is "")."""
+  if not init.workdir:
+    return state
+  return graft(state, load_state_tree(init.workdir, init.step), tuple(map(tuple, init.rules)))
