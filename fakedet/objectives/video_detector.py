@@ -1,0 +1,99 @@
+"""Supervised video forgery detection: RealForensics stage 2 and the scratch baseline.
+
+    L = Ls + w · La                                        (paper Eq. 4, w = aux_weight)
+    Ls = BCE(σ(logit + log(π / (1 − π))), label)           (Eq. 5, π = batch fake fraction)
+    La = ½‖sg(norm(teacher)) − norm(aux prediction)‖²      (Eq. 3, real samples only)
+
+``objective.logit_adjustment=False`` gives plain BCE (π = ½) and ``aux_weight=0`` with no
+auxiliary head gives the "only CSN" baseline. Clips of the extra real corpus carry label 0, so
+they count as reals in both losses (paper footnote 2).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fakedet.objectives import OBJECTIVES, Objective
+from fakedet.objectives import detection
+from fakedet.objectives.byol_av import normalize_video
+
+
+# config.init.rules that start stage 2 from a stage-1 (``byol_av``) run: the backbone from the
+# video student, a frozen copy of the video teacher (backbone + projector) for the targets.
+STAGE1_INIT_RULES = (
+    ("params/video_backbone", "params/backbone"),
+    ("batch_stats/video_backbone", "batch_stats/backbone"),
+    ("ema_params/video_backbone", "params/teacher_backbone"),
+    ("ema_params/video_projector", "params/teacher_projector"),
+    ("ema_batch_stats/video_backbone", "batch_stats/teacher_backbone"),
+    ("ema_batch_stats/video_projector", "batch_stats/teacher_projector"),
+)
+
+
+@OBJECTIVES.register("video_detector")
+class VideoDetection(Objective):
+  input_keys = ("video", "label")
+  eval_keys = ("video", "label")
+
+  @staticmethod
+  def check(config: ml_collections.ConfigDict) -> None:
+    for key in ("logit_adjustment", "aux_weight"):
+      if key not in config.objective:
+        raise KeyError(f"objective 'video_detector' needs config.objective.{key}; has "
+                       f"{sorted(config.objective)}")
+    for key in ("backbone", "classifier", "pixel_mean", "pixel_std"):
+      if key not in config.model:
+        raise KeyError(f"objective 'video_detector' needs config.model.{key}; has "
+                       f"{sorted(config.model)}")
+    has_aux = config.model.get("aux_projector") is not None
+    if config.objective.aux_weight > 0 and not (has_aux and config.model.get("teacher", False)):
+      raise ValueError("objective.aux_weight > 0 needs model.aux_projector/aux_predictor and "
+                       "model.teacher=True (the frozen stage-1 teacher that makes the targets)")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    from fakedet import models
+    m = config.model.to_dict()
+    self.mean, self.std = tuple(m.pop("pixel_mean")), tuple(m.pop("pixel_std"))
+    self.model = models.get("video_detector")(**m)
+    self.logit_adjustment = bool(config.objective.logit_adjustment)
+    self.aux_weight = float(config.objective.aux_weight)
+
+  def _video(self, x):
+    return normalize_video(x, self.mean, self.std)
+
+  def init(self, rng, batch):
+    return dict(self.model.init(rng, self._video(batch["video"]), train=False))
+
+  def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
+    del rng
+    out, new_vars = self.model.apply({"params": params, "batch_stats": state.batch_stats},
+                                     self._video(batch["video"]), train=True,
+                                     mutable=["batch_stats"])
+    labels = batch["label"]
+    everyone = jnp.ones(labels.shape, bool)
+    prior = (detection.fake_prior(labels, everyone) if self.logit_adjustment
+             else jnp.float32(0.5))
+    sup = detection.logit_adjusted_bce(out["logit"], labels, prior, everyone)
+    metrics = {"supervised_loss": sup, "fake_prior": prior,
+               "accuracy": jnp.mean(((out["logit"] > 0) == (labels == 1)).astype(jnp.float32))}
+    total = sup
+    if self.aux_weight > 0:
+      aux = detection.masked_frame_byol(out["teacher_target"], out["aux_prediction"], labels == 0)
+      metrics["aux_loss"] = aux
+      total = total + self.aux_weight * aux
+    return total, (metrics, {"batch_stats": new_vars["batch_stats"]})
+
+  def eval_step(self, state, batch):
+    """Clip-level sums (accuracy at p = 0.5 and BCE on the raw, unadjusted logit)."""
+    out = self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                           self._video(batch["video"]), train=False)
+    w = batch["valid"].astype(jnp.float32)
+    labels = batch["label"]
+    correct = ((out["logit"] > 0) == (labels == 1)).astype(jnp.float32)
+    bce = detection.logit_adjusted_bce(out["logit"], labels, jnp.float32(0.5), batch["valid"])
+    return {"count": jnp.sum(w), "clip_accuracy": jnp.sum(correct * w),
+            "clip_bce": bce * jnp.sum(w)}
