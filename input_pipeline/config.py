@@ -27,6 +27,7 @@ def input_config() -> ml_collections.ConfigDict:
       clip_frames=25,  # Tv; the audio spans the same time (Ta = 4·Tv log-mel frames).
       sample_rate=16000,  # Records with another rate are an error, not resampled silently.
       with_mask=False,  # Also return per-frame manipulation masks.
+      with_words=False,  # Also return the clip's transcript (for the `narrations` op).
       train_ops="center_crop(size=140, resize=112)|log_mel",
       skip_bad_records=False,  # True: skip-and-count bad records instead of failing.
       num_workers=0,  # grain worker processes (0 = in the main process).

@@ -50,8 +50,8 @@ def parse_spec(spec: str) -> List[Tuple[str, Dict[str, Any]]]:
 
 def _register_builtin_ops():
   # Imported here, not at the top: those modules import `register` from this one.
-  from input_pipeline import audio, augment, corruptions  # pylint: disable=unused-import,import-outside-toplevel
-  del audio, augment, corruptions
+  from input_pipeline import audio, augment, corruptions, narrations  # pylint: disable=unused-import,import-outside-toplevel
+  del audio, augment, corruptions, narrations
 
 
 def check_spec(spec: str) -> None:

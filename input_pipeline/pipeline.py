@@ -64,11 +64,11 @@ def skipped_records() -> int:
 # ----------------------------------------------------------------------------- training
 def _train_example(index: int, rng: np.random.Generator, *, source: sources.ClipSource,
                    clip_frames: int, sample_rate: int, with_mask: bool, chain: ops.Chain,
-                   skip_bad_records: bool, name: str):
+                   skip_bad_records: bool, name: str, with_words: bool = False):
   def run():
     raw = source[index]
     example = sampling.random_clip(raw, clip_frames, rng, sample_rate=sample_rate,
-                                   with_mask=with_mask)
+                                   with_mask=with_mask, with_words=with_words)
     example["source"] = name
     return chain(example, rng)
   return _guard(run, skip_bad_records, lambda: source.where(index))
@@ -101,6 +101,7 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
   stream = _index_stream(selected, np.asarray(source.index["label"]), scfg["balance"], seed)
   fn = functools.partial(_train_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                         with_words=icfg["with_words"],
                          chain=ops.build(icfg["train_ops"]),
                          skip_bad_records=icfg["skip_bad_records"], name=name)
   host_batch = per_host(scfg["batch_size"], process_count, f"input.sources.{name}.batch_size")
@@ -143,12 +144,13 @@ def global_batch_size(icfg: Mapping[str, Any]) -> int:
 
 # ----------------------------------------------------------------------------- evaluation
 def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_frames: int,
-                  sample_rate: int, with_mask: bool, chain: ops.Chain, skip_bad_records: bool):
+                  sample_rate: int, with_mask: bool, chain: ops.Chain, skip_bad_records: bool,
+                  with_words: bool = False):
   index, start = item
 
   def run():
     example = sampling.clip(source[index], start, clip_frames, sample_rate=sample_rate,
-                            with_mask=with_mask)
+                            with_mask=with_mask, with_words=with_words)
     example["valid"] = np.bool_(True)
     return chain(example, np.random.default_rng(0))  # Eval ops are deterministic.
   return _guard(run, skip_bad_records, lambda: source.where(index))
@@ -201,6 +203,7 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
   import grain
   fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                         with_words=icfg["with_words"],
                          chain=ops.build(ecfg["ops"]), skip_bad_records=icfg["skip_bad_records"])
   ds = grain.MapDataset.source(items)[pi::pc].map(fn).to_iter_dataset()
   return ds.batch(host_batch).map(functools.partial(_pad, size=host_batch))

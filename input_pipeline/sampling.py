@@ -13,13 +13,16 @@ from input_pipeline import records
 
 
 def clip(raw: Mapping[str, Any], start: int, num_frames: int, *, sample_rate: int,
-         with_mask: bool = False) -> Dict[str, Any]:
+         with_mask: bool = False, with_words: bool = False) -> Dict[str, Any]:
   """Frames [start, start+num_frames) and their audio as a pipeline example.
 
   Returns:
     ``video`` uint8 [T, H, W, 3]; ``waveform`` float32 [T·sr/fps] in [-1, 1]; ``label`` int32;
     ``video_id``/``manipulation`` str; ``track_id``/``clip_start`` int32; with ``with_mask``
-    also ``mask`` uint8 [T, H, W] (zeros when the record has no mask, i.e. a real video).
+    also ``mask`` uint8 [T, H, W] (zeros when the record has no mask, i.e. a real video); with
+    ``with_words`` the video's transcript: ``words`` (list of str), ``word_start``/``word_end``
+    float32 [W] in seconds from the clip start, and ``clip_duration`` (s) — variable-length
+    fields that an op (``narrations``) must turn into fixed-size arrays before batching.
   """
   records.check_raw(raw, sample_rate)
   total = len(raw["frames"])
@@ -41,12 +44,20 @@ def clip(raw: Mapping[str, Any], start: int, num_frames: int, *, sample_rate: in
       example["mask"] = records.decode_frames(raw, idx, key="mask")
     else:
       example["mask"] = np.zeros(video.shape[:3], np.uint8)
+  if with_words:
+    t0 = start / raw["fps"]
+    example["words"] = list(raw.get("words", []))
+    example["word_start"] = np.asarray(raw.get("word_start", []), np.float32) - np.float32(t0)
+    example["word_end"] = np.asarray(raw.get("word_end", []), np.float32) - np.float32(t0)
+    example["clip_duration"] = np.float32(num_frames / raw["fps"])
   return example
 
 
 def random_clip(raw: Mapping[str, Any], num_frames: int, rng: np.random.Generator, *,
-                sample_rate: int, with_mask: bool = False) -> Dict[str, Any]:
+                sample_rate: int, with_mask: bool = False,
+                with_words: bool = False) -> Dict[str, Any]:
   """Training sampler: a uniformly random window of ``num_frames`` frames."""
   total = len(raw["frames"])
   start = int(rng.integers(0, total - num_frames + 1)) if total >= num_frames else 0
-  return clip(raw, start, num_frames, sample_rate=sample_rate, with_mask=with_mask)
+  return clip(raw, start, num_frames, sample_rate=sample_rate, with_mask=with_mask,
+              with_words=with_words)

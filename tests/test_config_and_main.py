@@ -14,7 +14,8 @@ from fakedet.trainers import data_preview
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-VARIANTS = {"data_preview.py": [None, "demo"], "stage1.py": [None, "demo"]}
+VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo"],
+            "stage1.py": [None, "demo"]}
 
 
 def _load(path, arg=None):

@@ -16,6 +16,9 @@ _MODULES = (
     "fakedet.models.av_byol",
     "fakedet.models.csn",
     "fakedet.models.resnet_audio",
+    "fakedet.models.video_detector",
+    "fakedet.models.tsm_resnet", "fakedet.models.resnet50_audio", "fakedet.models.text",
+    "fakedet.models.mmv",
 )
 
 

@@ -17,7 +17,8 @@ import ml_collections
 from fakedet.registry import Registry
 
 OBJECTIVES = Registry("objective")
-_MODULES = ("fakedet.objectives.byol_av",)
+_MODULES = ("fakedet.objectives.byol_av", "fakedet.objectives.mmv_nce",
+            "fakedet.objectives.video_detector")
 
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, jax.Array]

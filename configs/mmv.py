@@ -1,0 +1,151 @@
+"""MMV pretraining (FakeOut §3.1, App. C; Alayrac et al. 2020): the FakeOut backbone.
+
+NCE between video and audio in the fine space S_va (512-d) + MIL-NCE between video and K
+temporally close narrations in the coarse space S_vat (256-d), τ = 0.07, λ_va = λ_vt = 1, on a
+TSM-ResNet-50 (v2) video backbone (2048-d; ``:x2`` = TSM-ResNet-50×2, 4096-d), a ResNet-50 audio
+backbone on 80-bin log-mels (2048-d) and a word2vec → linear 2048 + ReLU → max-pool text branch.
+Optimiser as in MMV: Adam, lr 2e-3 at batch 4096 (scale it with your batch), 5k warm-up steps,
+cosine decay over 500k steps. Point it at narrated real video (HowTo100M / AudioSet-like records
+with word timings) and a word2vec text file:
+
+  python -m fakedet.main --config=configs/mmv.py --workdir=gs://BUCKET/mmv \
+      --config.input.sources.main.data_dir=gs://BUCKET/howto100m_records \
+      --config.input.eval.data_dir=gs://BUCKET/howto100m_records \
+      --config.model.text_backbone.vocab_path=/data/word2vec.txt \
+      --config.input.train_ops="$(python -c 'import configs.mmv as m; print(m.ops("/data/word2vec.txt")[0])')"
+
+(the vocabulary path appears in the model and in both op strings; the objective checks they
+agree). Deviations: clips are ``clip_frames`` consecutive frames at the records' own rate (MMV
+samples 32 frames at 10 fps) and the audio spans the same time (Ta = 4·Tv log-mel frames).
+
+``:demo`` — TSM-ResNet / ResNet-50 reduced to one block per stage at width ×1/8 (381k params),
+48-px tight face crops, 600 steps of 32 clips (16 windows of 32 frames, each cut into two
+adjacent 16-frame clips) from the reals of ``synthetic:demo`` + ``synthetic:extra`` (84
+identities; narrations = pairs of the synthetic pseudo-words). Measured at step 600 on the 36
+real val videos (unseen identities): video→audio top-1 0.111 / top-5 0.667 (chance 0.028 /
+0.139), video→text at chance (0.000 / 0.083) — short of the 5×-chance target; 29 min on a
+heavily shared 2-core CPU (455 s user CPU). Details in docs/mmv.md.
+
+  python -m fakedet.main --config=configs/mmv.py:demo --workdir=/tmp/mmv_demo
+"""
+import ml_collections
+
+from fakedet import sharding
+from fakedet import warm_start
+from input_pipeline import config as input_config
+
+TRAIN_OPS = ("{train_crop}(size={crop}, resize={size})|flip|color_jitter"
+             "|log_mel|narrations(num={num}, words_per_narration={words}, max_words=16"
+             ", vocab_path={vocab!r})")
+EVAL_OPS = ("center_crop(size={crop}, resize={size})|log_mel"
+            "|narrations(num={num}, words_per_narration={words}, max_words=16"
+            ", vocab_path={vocab!r})")
+
+
+def ops(vocab_path: str = "", crop: int = 140, size: int = 200, num: int = 5, words: int = 8,
+        parts: int = 1, train_crop: str = "random_crop"):
+  """(train ops, eval ops) with the narration sampler reading ``vocab_path``; ``parts`` > 1
+  cuts every training clip into that many adjacent sub-clips (``split_time``)."""
+  kw = dict(crop=crop, size=size, num=num, words=words, vocab=vocab_path)
+  train_ops = TRAIN_OPS.format(train_crop=train_crop, **kw)
+  if parts > 1:
+    train_ops = train_ops.replace("|narrations(", f"|split_time(keys=('video', 'audio'), "
+                                  f"parts={parts})|narrations(parts={parts}, ")
+  return train_ops, EVAL_OPS.format(**kw)
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.trainer = "train"
+  config.seed = 0
+  config.objective = ml_collections.ConfigDict(dict(
+      name="mmv", temperature=0.07, lambda_va=1.0, lambda_vt=1.0))
+
+  config.model = ml_collections.ConfigDict(dict(
+      video_backbone=dict(name="tsm_resnet", stage_blocks=(3, 4, 6, 3), width_multiplier=1.0,
+                          shift_fraction=0.125, dtype="float32"),
+      audio_backbone=dict(name="resnet50_audio", stage_blocks=(3, 4, 6, 3),
+                          width_multiplier=1.0, dtype="float32"),
+      text_backbone=dict(name="text_encoder", vocab_path="", embedding_dim=300, features=2048,
+                         freeze_embeddings=True),
+      va_dim=512, vat_dim=256, vat_hidden=512,
+      pixel_mean=(0.0, 0.0, 0.0),  # MMV feeds RGB in [0, 1].
+      pixel_std=(1.0, 1.0, 1.0),
+  ))
+
+  config.input = input_config.input_config()
+  config.input.clip_frames = 32
+  config.input.with_words = True
+  config.input.train_ops, config.input.eval.ops = ops()
+  config.input.sources = ml_collections.ConfigDict({
+      "main": input_config.source_config("", "train", 4096, labels=(0,))})
+  config.input.eval.split = "val"
+  # Within-batch retrieval on real clips, one per video (clips of one video resemble each other).
+  config.input.eval.labels = (0,)
+  config.input.eval.clips_per_video = 1
+  config.input.eval.batch_size = 256
+  config.input.num_workers = 8
+
+  config.total_steps = 500_000
+  config.num_epochs = 0.0
+  config.warmup_epochs = 0.0
+  config.optim = ml_collections.ConfigDict(dict(
+      name="adam", lr=2e-3, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=5000,
+      schedule="cosine", grad_clip_norm=0.0,
+      # A word2vec table stays fixed: stop_gradient in the model, and no decay here.
+      groups=dict(word_embeddings=dict(pattern=r".*word_embeddings.*", weight_decay=0.0))))
+  config.ema = ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
+                                              scale_with_batch=True, schedule="constant"))  # unused
+  config.mesh = sharding.mesh_config()
+  config.init = warm_start.init_config()  # MMV pretraining starts from scratch.
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3, async_save=True))
+  config.log_every = 100
+  config.eval_every = 5000
+  config.eval_batches = 10
+
+  if arg == "x2":
+    config.model.video_backbone.width_multiplier = 2.0
+  elif arg == "demo":
+    _demo(config)
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r} of configs/mmv.py; allowed: '', 'x2', 'demo'")
+  return config
+
+
+def _demo(config):
+  """One block per stage at width ×1/8; 16 windows × 2 sub-clips of 16 × 48² frames."""
+  m = config.model
+  m.video_backbone.stage_blocks = (1, 1, 1, 1)
+  m.video_backbone.width_multiplier = 0.125
+  m.audio_backbone.stage_blocks = (1, 1, 1, 1)
+  m.audio_backbone.width_multiplier = 0.125
+  m.text_backbone.embedding_dim = 64
+  m.text_backbone.features = 256
+  m.va_dim, m.vat_dim, m.vat_hidden = 128, 64, 128
+  m.pixel_mean = (0.421, 0.421, 0.421)  # The synthetic faces' statistics (as stage 1).
+  m.pixel_std = (0.165, 0.165, 0.165)
+  # 32-frame windows cut into two adjacent 16-frame training clips: each clip's sibling (same
+  # face, voice and background, other words) is in the batch as a negative, so matching
+  # identities cannot solve NCE; evaluation uses the whole 32-frame window.
+  config.input.clip_frames = 32
+  # A tight centre crop (eyebrows to chin): the mouth is ~12 px wide at 48 px, not ~7.
+  config.input.train_ops, config.input.eval.ops = ops("", crop=56, size=48, num=3, words=2,
+                                                      parts=2, train_crop="center_crop")
+  # Reals only, from both synthetic presets (84 identities): with the demo preset's 24 alone,
+  # matching a face to its (memorised) voice solves the training batches, which does not
+  # transfer to the 6 held-out identities.
+  config.input.sources.main.data_dir = "synthetic:demo"
+  config.input.sources.main.batch_size = 8  # × 2 sub-clips = 32 clips per step
+  config.input.sources.extra = input_config.source_config("synthetic:extra", "train", 8,
+                                                          labels=(0,))
+  config.input.eval.data_dir = "synthetic:demo"
+  config.input.eval.batch_size = 36  # All 36 real val videos: one retrieval batch.
+  config.input.num_workers = 0
+  config.total_steps = 600
+  config.optim.lr = 2e-3
+  config.optim.warmup_steps = 50
+  config.optim.schedule = "constant"
+  config.checkpoint.every_steps = 200
+  config.log_every = 25
+  config.eval_every = 100
+  config.eval_batches = 1
