@@ -1,7 +1,5 @@
 """MMV pretraining end to end: narrations op, text branch (word2vec, frozen), FAC model, configs,
 objective checks, sharding invariance of the objective, and a few-step trainer smoke run."""
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,22 +12,14 @@ from fakedet import train_state as train_state_lib
 from fakedet.trainers import train
 from input_pipeline import config as input_config
 from input_pipeline import narrations, ops
+from tests import tiny_configs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T, SIZE = 4, 32
-
-
-def _config_module():
-  spec = importlib.util.spec_from_file_location("mmv_config", os.path.join(ROOT, "configs",
-                                                                           "mmv.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def mmv_tiny():
   """configs/mmv.py:demo shrunk to a few-second compile, on ``synthetic:tiny``."""
-  module = _config_module()
+  module = tiny_configs.config_module("mmv")
   config = module.get_config("demo")
   m = config.model
   m.video_backbone.width_multiplier = 1 / 16
@@ -191,7 +181,7 @@ def test_mmv_model_outputs_fac_spaces():
 
 @pytest.mark.parametrize("variant,video_dim", [("", 2048), ("x2", 4096), ("demo", 256)])
 def test_configs_build_and_pass_the_trainer_check(variant, video_dim):
-  config = _config_module().get_config(variant)
+  config = tiny_configs.config_module("mmv").get_config(variant)
   train.check(config)
   assert config.objective.temperature == 0.07
   assert config.objective.lambda_va == config.objective.lambda_vt == 1.0
@@ -199,7 +189,7 @@ def test_configs_build_and_pass_the_trainer_check(variant, video_dim):
   b = config.model.video_backbone
   assert int(round(2048 * b.width_multiplier)) == video_dim
   with pytest.raises(ValueError, match="unknown variant"):
-    _config_module().get_config("nope")
+    tiny_configs.config_module("mmv").get_config("nope")
 
 
 def test_check_fails_on_mismatched_vocabulary_and_missing_words():

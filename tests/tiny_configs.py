@@ -8,15 +8,22 @@ T, SIZE, MELS = 5, 32, 80
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
-def stage1_tiny():
-  """configs/stage1.py:demo shrunk further: a few-second CPU compile, a real architecture."""
+def config_module(name: str):
+  """``configs/<name>.py`` loaded by path, as ``--config=configs/<name>.py`` does (configs/ is
+  not a package)."""
   import importlib.util
   import os
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "stage1.py")
-  spec = importlib.util.spec_from_file_location("stage1_config", path)
+                      f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def stage1_tiny():
+  """configs/stage1.py:demo shrunk further: a few-second CPU compile, a real architecture."""
+  module = config_module("stage1")
   config = module.get_config("demo")
   m = config.model
   m.video_backbone.width_multiplier = 1 / 16

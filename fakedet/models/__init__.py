@@ -26,3 +26,11 @@ def get(name: str):
   for module in _MODULES:
     importlib.import_module(module)
   return MODELS.get(name)
+
+
+def build(spec, name: str, registry_get=None):
+  """A named sub-module from a config spec ``{"name": registered_name, **kwargs}``, looked up
+  in ``registry_get`` (default: this model registry; heads pass ``heads.HEADS.get``)."""
+  kwargs = dict(spec)
+  kind = kwargs.pop("name")
+  return (registry_get or get)(kind)(name=name, **kwargs)

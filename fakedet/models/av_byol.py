@@ -15,12 +15,6 @@ import jax.numpy as jnp
 from fakedet.models import MODELS
 
 
-def _build(registry_get, spec: Mapping[str, Any], name: str) -> nn.Module:
-  kwargs = dict(spec)
-  kind = kwargs.pop("name")
-  return registry_get(kind)(name=name, **kwargs)
-
-
 class AVByol(nn.Module):
   """Video and audio branches; each ``spec`` is ``{"name": registered_name, **kwargs}``."""
   video_backbone: Mapping[str, Any]
@@ -31,12 +25,12 @@ class AVByol(nn.Module):
   def setup(self):
     from fakedet import models
     from fakedet.models import heads
-    self.video_net = _build(models.get, self.video_backbone, "video_backbone")
-    self.audio_net = _build(models.get, self.audio_backbone, "audio_backbone")
-    self.video_projector = _build(heads.HEADS.get, self.projector, "video_projector")
-    self.audio_projector = _build(heads.HEADS.get, self.projector, "audio_projector")
-    self.video_predictor = _build(heads.HEADS.get, self.predictor, "video_predictor")
-    self.audio_predictor = _build(heads.HEADS.get, self.predictor, "audio_predictor")
+    self.video_net = models.build(self.video_backbone, "video_backbone")
+    self.audio_net = models.build(self.audio_backbone, "audio_backbone")
+    self.video_projector = models.build(self.projector, "video_projector", heads.HEADS.get)
+    self.audio_projector = models.build(self.projector, "audio_projector", heads.HEADS.get)
+    self.video_predictor = models.build(self.predictor, "video_predictor", heads.HEADS.get)
+    self.audio_predictor = models.build(self.predictor, "audio_predictor", heads.HEADS.get)
 
   def targets(self, video: jnp.ndarray, audio: jnp.ndarray, *, train: bool) -> Dict[str, Any]:
     """Unnormalised projections: video [B, T, H, W, 3] → ``video_z`` [B, T, D];

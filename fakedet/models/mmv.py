@@ -22,13 +22,6 @@ import jax.numpy as jnp
 from fakedet.models import MODELS
 
 
-def _build(spec: Mapping[str, Any], name: str) -> nn.Module:
-  from fakedet import models
-  kwargs = dict(spec)
-  kind = kwargs.pop("name")
-  return models.get(kind)(name=name, **kwargs)
-
-
 class MMV(nn.Module):
   """Each backbone spec is ``{"name": registered_name, **kwargs}``."""
   video_backbone: Mapping[str, Any]
@@ -39,9 +32,10 @@ class MMV(nn.Module):
   vat_hidden: int = 512
 
   def setup(self):
-    self.video_net = _build(self.video_backbone, "video_backbone")
-    self.audio_net = _build(self.audio_backbone, "audio_backbone")
-    self.text_net = _build(self.text_backbone, "text_backbone")
+    from fakedet import models
+    self.video_net = models.build(self.video_backbone, "video_backbone")
+    self.audio_net = models.build(self.audio_backbone, "audio_backbone")
+    self.text_net = models.build(self.text_backbone, "text_backbone")
     self.video_to_va = nn.Dense(self.va_dim, name="video_to_va")
     self.audio_to_va = nn.Dense(self.va_dim, name="audio_to_va")
     self.va_to_vat_hidden = nn.Dense(self.vat_hidden, name="va_to_vat_hidden")

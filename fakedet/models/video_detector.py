@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 from fakedet.models import MODELS
-from fakedet.models.av_byol import _build
 
 
 class VideoDetector(nn.Module):
@@ -39,17 +38,18 @@ class VideoDetector(nn.Module):
       raise ValueError("video_detector needs both aux_projector and aux_predictor, or neither")
     if self.teacher and self.aux_projector is None:
       raise ValueError("video_detector teacher=True needs the auxiliary head it supervises")
-    self.backbone_net = _build(models.get, self.backbone, "backbone")
+    self.backbone_net = models.build(self.backbone, "backbone")
     if self.classifier == "cosine":
       self.classifier_head = heads.CosineClassifier(scale=self.cosine_scale, name="classifier")
     else:
       self.classifier_head = nn.Dense(1, name="classifier")
+    head = lambda spec, name: models.build(spec, name, heads.HEADS.get)
     if self.aux_projector is not None:
-      self.aux_projector_net = _build(heads.HEADS.get, self.aux_projector, "aux_projector")
-      self.aux_predictor_net = _build(heads.HEADS.get, self.aux_predictor, "aux_predictor")
+      self.aux_projector_net = head(self.aux_projector, "aux_projector")
+      self.aux_predictor_net = head(self.aux_predictor, "aux_predictor")
     if self.teacher:
-      self.teacher_backbone = _build(models.get, self.backbone, "teacher_backbone")
-      self.teacher_projector = _build(heads.HEADS.get, self.aux_projector, "teacher_projector")
+      self.teacher_backbone = models.build(self.backbone, "teacher_backbone")
+      self.teacher_projector = head(self.aux_projector, "teacher_projector")
 
   def __call__(self, video: jax.Array, *, train: bool) -> Dict[str, jax.Array]:
     """video [B, T, H, W, 3] → ``frames`` [B, T, C], ``pooled`` [B, C], ``logit`` [B] and,
