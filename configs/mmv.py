@@ -23,8 +23,8 @@ samples 32 frames at 10 fps) and the audio spans the same time (Ta = 4·Tv log-m
 adjacent 16-frame clips) from the reals of ``synthetic:demo`` + ``synthetic:extra`` (84
 identities; narrations = pairs of the synthetic pseudo-words). Measured at step 600 on the 36
 real val videos (unseen identities): video→audio top-1 0.111 / top-5 0.667 (chance 0.028 /
-0.139), video→text at chance (0.000 / 0.083) — short of the 5×-chance target; 29 min on a
-heavily shared 2-core CPU (455 s user CPU). Details in docs/mmv.md.
+0.139), video→text at chance (0.000 / 0.083) — short of the 5×-chance target; 5 min 13 s on
+an idle 2-core CPU (+ one-off generation of the two synthetic presets). Details in docs/mmv.md.
 
   python -m fakedet.main --config=configs/mmv.py:demo --workdir=/tmp/mmv_demo
 """
