@@ -233,7 +233,9 @@ def _base_optimizer(optim_cfg, lr: optax.Schedule,
                      optax.adam(lr, b1=b1, b2=b2, eps=eps))
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
+  """A pytree path as "params/backbone/conv/kernel", the form group patterns and warm-start
+  rules are written in."""
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
@@ -246,7 +248,7 @@ def _labeller(settings: Dict[str, Dict[str, Any]]) -> Callable[[Any], Any]:
     used = set()
 
     def label(path, _):
-      path = _path_str(path)
+      path = path_str(path)
       for name, pattern in groups:
         if pattern.fullmatch(path):
           used.add(name)
@@ -256,7 +258,7 @@ def _labeller(settings: Dict[str, Dict[str, Any]]) -> Callable[[Any], Any]:
     out = jax.tree_util.tree_map_with_path(label, params)
     unused = [name for name, _ in groups if name not in used]
     if unused:
-      examples = [_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0][:5]]
+      examples = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0][:5]]
       raise ValueError(f"optim.groups {unused} match no parameter that an earlier group (in "
                        f"name order) has not taken; patterns must fully match paths like "
                        f"{examples}")

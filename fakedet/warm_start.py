@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fakedet import optim
+
 
 def init_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(workdir="", step=-1, rules=()))
@@ -44,10 +46,8 @@ def load_state_tree(workdir: str, step: int = -1) -> Dict[str, Any]:
 
 
 def _flatten(tree: Any) -> Dict[str, Any]:
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    flat["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)] = leaf
-  return flat
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {optim.path_str(path): leaf for path, leaf in flat}
 
 
 def _under(flat: Dict[str, Any], prefix: str) -> Dict[str, Any]:
@@ -81,7 +81,7 @@ def graft(state: Any, source: Any, rules: Sequence[Tuple[str, str]]) -> Any:
   paths, treedef = jax.tree_util.tree_flatten_with_path(state)
   leaves = []
   for path, leaf in paths:
-    key = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    key = optim.path_str(path)
     if key in replacements:
       new, old = replacements[key]
       leaf = jax.device_put(jnp.asarray(new, old.dtype), old.sharding)

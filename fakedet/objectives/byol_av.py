@@ -22,11 +22,30 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
-def byol_term(target: jax.Array, prediction: jax.Array) -> jax.Array:
-  """½‖sg(norm(target)) − norm(prediction)‖² per frame, averaged: [B, T, D] → scalar."""
+def masked_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
+  """Σ x·w / Σ w over all elements (0 when every weight is 0): means over valid samples."""
+  return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def frame_byol(target: jax.Array, prediction: jax.Array) -> jax.Array:
+  """½‖sg(norm(target)) − norm(prediction)‖² per frame: [B, T, D] → [B, T]."""
   t = jax.lax.stop_gradient(l2_normalize(target))
-  p = l2_normalize(prediction)
-  return 0.5 * jnp.mean(jnp.sum((t - p) ** 2, axis=-1))
+  return 0.5 * jnp.sum((t - l2_normalize(prediction)) ** 2, axis=-1)
+
+
+def byol_term(target: jax.Array, prediction: jax.Array) -> jax.Array:
+  """``frame_byol`` averaged over samples and frames: [B, T, D] → scalar."""
+  return jnp.mean(frame_byol(target, prediction))
+
+
+def collapse_std(z: jax.Array, valid: jax.Array) -> jax.Array:
+  """Collapse monitor: per-dimension std across valid rows of l2-normalised embeddings z
+  [B, D], averaged and ×√D (≈1 when spread out, 0 when every row is the same point)."""
+  w = valid.astype(jnp.float32)[:, None]
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  mean = jnp.sum(z * w, 0) / n
+  std = jnp.sqrt(jnp.sum(((z - mean) ** 2) * w, 0) / n)
+  return jnp.mean(std) * jnp.sqrt(z.shape[-1])
 
 
 def normalize_video(video: jax.Array, mean, std) -> jax.Array:
@@ -53,12 +72,8 @@ def representation_stats(pred_v: jax.Array, target_a: jax.Array, valid: jax.Arra
   b, t, d = v.shape
   w = valid.astype(jnp.float32)
   n = jnp.maximum(jnp.sum(w), 1.0)
-  # Collapse monitor: per-dimension std of normalised clip embeddings across the batch, ×√D
-  # (≈1 for spread-out embeddings, 0 when every clip maps to the same point).
   clip_v = l2_normalize(jnp.mean(v, axis=1))
-  mean = jnp.sum(clip_v * w[:, None], 0) / n
-  std = jnp.sqrt(jnp.sum(((clip_v - mean) ** 2) * w[:, None], 0) / n)
-  collapse = jnp.mean(std) * jnp.sqrt(d)
+  collapse = collapse_std(clip_v, valid)
 
   def hits(sims):  # video→audio top-1 within the batch, padded candidates excluded
     sims = jnp.where(valid[None, :], sims, -jnp.inf)

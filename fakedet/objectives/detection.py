@@ -15,14 +15,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fakedet.objectives.byol_av import l2_normalize
+from fakedet.objectives.byol_av import frame_byol, masked_mean
 
 
 def fake_prior(labels: jax.Array, valid: jax.Array, eps: float = 1e-3) -> jax.Array:
   """π = (#fake valid samples) / (#valid samples), kept inside (eps, 1 − eps) so the log-odds
   stay finite for a batch that happens to be all real or all fake."""
-  w = valid.astype(jnp.float32)
-  pi = jnp.sum(w * (labels == 1)) / jnp.maximum(jnp.sum(w), 1.0)
+  pi = masked_mean((labels == 1).astype(jnp.float32), valid.astype(jnp.float32))
   return jnp.clip(pi, eps, 1.0 - eps)
 
 
@@ -35,14 +34,11 @@ def logit_adjusted_bce(logits: jax.Array, labels: jax.Array, prior: jax.Array,
   """
   adjusted = logits + jnp.log(prior) - jnp.log1p(-prior)
   per = optax.sigmoid_binary_cross_entropy(adjusted, labels.astype(jnp.float32))
-  w = valid.astype(jnp.float32)
-  return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0)
+  return masked_mean(per, valid.astype(jnp.float32))
 
 
 def masked_frame_byol(target: jax.Array, prediction: jax.Array, mask: jax.Array) -> jax.Array:
   """½‖sg(norm(target)) − norm(prediction)‖² per frame, averaged over the frames of the samples
   where ``mask`` [B] is true; 0 when no sample is selected. target, prediction: [B, T, D]."""
-  t = jax.lax.stop_gradient(l2_normalize(target))
-  per_sample = 0.5 * jnp.mean(jnp.sum((t - l2_normalize(prediction)) ** 2, axis=-1), axis=-1)
-  w = mask.astype(jnp.float32)
-  return jnp.sum(per_sample * w) / jnp.maximum(jnp.sum(w), 1.0)
+  per_sample = jnp.mean(frame_byol(target, prediction), axis=-1)
+  return masked_mean(per_sample, mask.astype(jnp.float32))

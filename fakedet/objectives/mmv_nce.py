@@ -23,13 +23,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from fakedet.objectives import OBJECTIVES, Objective
-from fakedet.objectives.byol_av import l2_normalize, normalize_video
+from fakedet.objectives.byol_av import collapse_std, l2_normalize, masked_mean, normalize_video
 
 _NEG = -1e9  # Masked logits: finite, so masked rows give zero (not NaN) gradients.
-
-
-def _mean_over(x: jax.Array, w: jax.Array) -> jax.Array:
-  return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def nce_loss(x: jax.Array, y: jax.Array, valid: jax.Array,
@@ -45,7 +41,7 @@ def nce_loss(x: jax.Array, y: jax.Array, valid: jax.Array,
   pos = jnp.diagonal(s)
   x_to_y = jax.nn.logsumexp(s, axis=1) - pos
   y_to_x = jax.nn.logsumexp(s, axis=0) - pos
-  a, b = _mean_over(x_to_y, w), _mean_over(y_to_x, w)
+  a, b = masked_mean(x_to_y, w), masked_mean(y_to_x, w)
   return 0.5 * (a + b), {"x_to_y": a, "y_to_x": b}
 
 
@@ -72,7 +68,7 @@ def mil_nce_loss(v: jax.Array, t: jax.Array, t_valid: jax.Array, valid: jax.Arra
   t_to_v = jax.nn.logsumexp(jnp.where(cand[:, None, :] & valid[None, :, None], st, _NEG),
                             axis=(1, 2)) - pos
   w = anchor.astype(jnp.float32)
-  a, c = _mean_over(v_to_t, w), _mean_over(t_to_v, w)
+  a, c = masked_mean(v_to_t, w), masked_mean(t_to_v, w)
   return 0.5 * (a + c), {"v_to_t": a, "t_to_v": c}
 
 
@@ -186,8 +182,5 @@ class MMVObjective(Objective):
     vt = retrieval_stats(out["video_vat"], out["text_vat"][:, 0], has_text, "retrieval_vt")
     stats.update(vt)
     # Collapse monitor on the fine space (≈1 spread out, 0 collapsed), as in stage 1.
-    z = l2_normalize(out["video_va"])
-    mean = jnp.sum(z * w[:, None], 0) / jnp.maximum(count, 1.0)
-    std = jnp.sqrt(jnp.sum(((z - mean) ** 2) * w[:, None], 0) / jnp.maximum(count, 1.0))
-    stats["collapse_std"] = jnp.mean(std) * jnp.sqrt(z.shape[-1]) * count
+    stats["collapse_std"] = collapse_std(l2_normalize(out["video_va"]), valid) * count
     return stats
