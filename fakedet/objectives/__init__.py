@@ -53,6 +53,11 @@ class Objective(abc.ABC):
     del state, batch
     return {}
 
+  def predict(self, state: Any, batch: Batch) -> jax.Array:
+    """Per-clip fake logits [B] (detectors only): what the evaluator and predict CLI score."""
+    del state, batch
+    raise NotImplementedError(f"objective {type(self).__name__} is not a detector (no predict)")
+
 
 def get(name: str):
   for module in _MODULES:

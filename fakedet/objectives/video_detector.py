@@ -87,10 +87,17 @@ class VideoDetection(Objective):
       total = total + self.aux_weight * aux
     return total, (metrics, {"batch_stats": new_vars["batch_stats"]})
 
+  def _forward(self, state, batch):
+    return self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            self._video(batch["video"]), train=False)
+
+  def predict(self, state, batch):
+    """The raw (unadjusted) clip logits: logit adjustment only shifts the training loss."""
+    return self._forward(state, batch)["logit"]
+
   def eval_step(self, state, batch):
     """Clip-level sums (accuracy at p = 0.5 and BCE on the raw, unadjusted logit)."""
-    out = self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                           self._video(batch["video"]), train=False)
+    out = self._forward(state, batch)
     w = batch["valid"].astype(jnp.float32)
     labels = batch["label"]
     correct = ((out["logit"] > 0) == (labels == 1)).astype(jnp.float32)
