@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from input_pipeline.synthetic import dataset, forgeries, speech
+from input_pipeline.synthetic import dataset, faces, forgeries, speech
 
 TINY = dataset.preset("tiny")
 # Longer clips for audio-visual statistics (3 identities x 2 videos, 3 s, 40 px).
@@ -234,3 +234,36 @@ def test_build_and_ensure_cache(tmp_path):
     np.testing.assert_allclose(raw["landmarks"], rec["landmarks"])
     mse = ((records.decode_frames(raw).astype(float) - rec["frames"]) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / mse) > 28  # JPEG (4:2:0 chroma on 40 px frames).
+
+
+def test_topics_deal_the_vocabulary_and_badges_stay_apart():
+  dealt = [speech.topic_words(k, 10) for k in range(10)]
+  assert sorted(w for words in dealt for w in words) == sorted(speech.VOCABULARY)
+  assert all(len(words) == 5 for words in dealt)
+  codes = faces.badge_codes(10)
+  assert min(bin(a ^ b).count("1") for a in codes for b in codes if a != b) >= 3
+  with pytest.raises(ValueError, match="topics must be in"):
+    dataset.SyntheticConfig(topics=51)
+
+
+def test_narrated_videos_speak_their_topic_and_show_its_badge():
+  config = dataset.preset("tiny", topics=3, families=(), identities=(3, 1, 1),
+                          resolution=64)
+  recs = _generate(config)
+  plain = _generate(dataclasses.replace(config, topics=0))
+  lo, hi = (int(round(f * config.resolution)) for f in faces.BADGE_BOX)
+  badges = {}
+  for i, rec in enumerate(recs):
+    ident = i // config.videos_per_identity + dataset._split_identities(config, "train")[0]
+    topic = dataset._topic(config, dataset._IDENTITY, ident, i % config.videos_per_identity)
+    assert rec["words"] and set(rec["words"]) <= set(speech.topic_words(topic, 3))
+    badge = rec["frames"][:, lo:hi, lo:hi].astype(int)
+    assert (badge == badge[0]).all()  # A static watermark, the same in every frame.
+    badges.setdefault(topic, badge[0])
+    np.testing.assert_array_equal(badge[0], badges[topic])
+    # The scene is drawn as without topics (its own random stream): the backdrop's corner
+    # matches; the words, hence the mouth and the audio, differ.
+    assert plain[i]["video_id"] == rec["video_id"] and plain[i]["identity"] == rec["identity"]
+    np.testing.assert_array_equal(rec["frames"][:, :3, -3:], plain[i]["frames"][:, :3, -3:])
+  assert len(badges) > 1
+  assert dataset.fingerprint(dataclasses.replace(config, topics=0)) != dataset.fingerprint(config)

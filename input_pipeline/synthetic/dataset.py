@@ -30,7 +30,7 @@ from input_pipeline.synthetic.forgeries import FAMILIES
 
 GENERATOR_VERSION = 2  # Bump when a code change alters the generated data (invalidates caches).
 # Random streams: the first key after the seed says what is being drawn.
-_IDENTITY, _VOICE, _UTTERANCE, _AUDIO, _SCENE, _FAKE, _DONOR = range(7)
+_IDENTITY, _VOICE, _UTTERANCE, _AUDIO, _SCENE, _FAKE, _DONOR, _TOPIC = range(8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,10 @@ class SyntheticConfig:
   families: Tuple[str, ...] = FAMILIES  # Fakes made from every real video; () = reals only.
   num_shards: Tuple[int, ...] = (4, 1, 1)
   jpeg_quality: int = 95
+  # 0: words drawn from the whole vocabulary. K > 0: each video is about one of K topics, talks
+  # with that topic's words only and shows the topic's badge (a watermark), so narrations are
+  # grounded in something visible, as HowTo100M speech is in the scene (MMV's video→text).
+  topics: int = 0
 
   def __post_init__(self):
     if not len(self.splits) == len(self.identities) == len(self.num_shards):
@@ -58,6 +62,8 @@ class SyntheticConfig:
     unknown = sorted(set(self.families) - set(FAMILIES))
     if unknown:
       raise ValueError(f"unknown forgery families {unknown}; known: {FAMILIES}")
+    if not 0 <= self.topics <= len(speech.VOCABULARY):
+      raise ValueError(f"topics must be in [0, {len(speech.VOCABULARY)}], got {self.topics}")
     if self.num_frames < 1 or self.resolution < 16:
       raise ValueError("num_frames must be >= 1 and resolution >= 16")
 
@@ -72,6 +78,12 @@ PRESETS: Dict[str, SyntheticConfig] = {
     "extra": SyntheticConfig(name="extra", source="synthetic_extra", identity_prefix="xid",
                              seed=1, splits=("train",), identities=(60,), videos_per_identity=4,
                              families=(), num_shards=(4,)),
+    # Reals only, narrated: each video's words come from one of 10 topics shown by a badge
+    # (like HowTo100M for MMV's video-text pretraining).
+    "narrated": SyntheticConfig(name="narrated", source="synthetic_narrated",
+                                identity_prefix="nid", seed=2, splits=("train", "val"),
+                                identities=(84, 9), videos_per_identity=4, families=(),
+                                num_shards=(4, 1), topics=10),
 }
 
 
@@ -84,7 +96,10 @@ def preset(name: str, **overrides: Any) -> SyntheticConfig:
 
 def fingerprint(config: SyntheticConfig) -> str:
   """Short hash of the config and generator version (names the cache directory)."""
-  blob = json.dumps([GENERATOR_VERSION, dataclasses.asdict(config)], sort_keys=True)
+  fields = dataclasses.asdict(config)
+  if not fields["topics"]:  # Keeps the caches of presets made before the field existed.
+    del fields["topics"]
+  blob = json.dumps([GENERATOR_VERSION, fields], sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -113,9 +128,18 @@ def _identity(seed: int, stream: int, number: int) -> Tuple[faces.FaceIdentity, 
   return face, speech.sample_voice(np.random.default_rng([seed, _VOICE, stream, number]))
 
 
+def _topic(config: SyntheticConfig, stream: int, ident: int, video: int) -> int:
+  """The video's topic (-1 when the config has none)."""
+  if not config.topics:
+    return -1
+  return int(_rng(config, _TOPIC, stream, ident, video).integers(config.topics))
+
+
 def _utterance(config: SyntheticConfig, stream: int, ident: int, video: int) -> speech.Utterance:
+  topic = _topic(config, stream, ident, video)
+  words = speech.topic_words(topic, config.topics) if topic >= 0 else speech.VOCABULARY
   return speech.sample_utterance(_rng(config, _UTTERANCE, stream, ident, video),
-                                 config.num_frames / config.fps)
+                                 config.num_frames / config.fps, words)
 
 
 def _donor(config: SyntheticConfig, split: str, ident: int, rng) -> forgeries.Donor:
@@ -148,6 +172,9 @@ def _video_group(config: SyntheticConfig, split: str, index: int) -> List[Dict[s
   scene = faces.sample_scene(rng)
   motion = faces.sample_motion(rng, art, fps)
   frames, lms = faces.render(face, scene, motion, config.resolution)
+  topic = _topic(config, _IDENTITY, ident, video)
+  if topic >= 0:
+    frames = faces.draw_badge(frames, faces.badge_codes(config.topics)[topic])
   name = f"{config.identity_prefix}{ident:03d}"
   real = {
       "frames": frames, "audio": audio, "fps": float(fps), "sample_rate": int(sr),

@@ -9,6 +9,7 @@ blinks, gaze, exposure and the speech articulation. `render` draws anti-aliased 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Tuple
 
 import cv2
@@ -425,3 +426,37 @@ def render(face: FaceIdentity, scene: Scene, motion: Motion, size: int,
   frames = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
   lms = _to_px(geometry.landmarks(face, art, motion.eye_open, motion.pose[:, 4]), motion, size)
   return frames, lms.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- topic badge
+BADGE_BOX = (0.22, 0.34)  # Frame fractions [lo, hi) of the badge's rows and columns.
+
+
+@functools.lru_cache(maxsize=None)
+def badge_codes(count: int) -> Tuple[int, ...]:
+  """`count` 3×3 binary patterns (9-bit ints), each ≥ 3 cells from every other one.
+
+  Black and white cells rather than colours, so that hue and brightness jitter keep them apart.
+  """
+  codes = []
+  for code in range(1, 511):
+    if 3 <= bin(code).count("1") <= 6 and all(bin(code ^ c).count("1") >= 3 for c in codes):
+      codes.append(code)
+  if count > len(codes):
+    raise ValueError(f"at most {len(codes)} badge patterns are ≥ 3 cells apart; asked {count}")
+  return tuple(codes[:count])
+
+
+def draw_badge(frames: np.ndarray, code: int) -> np.ndarray:
+  """Frames with a static 3×3 black/white badge (a channel watermark) near the top left.
+
+  It sits inside a centre crop of 56 % of the frame, i.e. in every face crop the demos use.
+  """
+  size = frames.shape[1]
+  lo, hi = (int(round(f * size)) for f in BADGE_BOX)
+  edges = np.linspace(lo, hi, 4).round().astype(int)
+  out = frames.copy()
+  for cell in range(9):
+    r, c = divmod(cell, 3)
+    out[:, edges[r]:edges[r + 1], edges[c]:edges[c + 1]] = 235 if code >> cell & 1 else 20
+  return out

@@ -113,14 +113,23 @@ def sample_voice(rng: np.random.Generator) -> Voice:
   return Voice(f0=float(f0), formant_scale=float(scale), breathiness=float(rng.uniform(0.02, 0.12)))
 
 
-def sample_utterance(rng: np.random.Generator, duration: float) -> Utterance:
-  """Words from `VOCABULARY` separated by pauses until `duration` (s) is filled."""
+def topic_words(topic: int, topics: int) -> Tuple[str, ...]:
+  """The `VOCABULARY` words of `topic` when the vocabulary is dealt into `topics` topics."""
+  if not 0 <= topic < topics <= len(VOCABULARY):
+    raise ValueError(f"topic {topic} of {topics}: need 0 <= topic < topics <= "
+                     f"{len(VOCABULARY)}")
+  return VOCABULARY[topic::topics]
+
+
+def sample_utterance(rng: np.random.Generator, duration: float,
+                     vocabulary: Tuple[str, ...] = VOCABULARY) -> Utterance:
+  """Words from `vocabulary` separated by pauses until `duration` (s) is filled."""
   rate = rng.uniform(0.85, 1.2)  # Speaking rate: phone durations are divided by it.
   t = rng.uniform(0.04, 0.3)
   phones, starts, ends, stress = [SILENCE], [0.0], [t], [0.0]
   words, w_start, w_end, accents = [], [], [], []
   while True:
-    word = VOCABULARY[rng.integers(len(VOCABULARY))]
+    word = vocabulary[rng.integers(len(vocabulary))]
     ids = [SYMBOLS.index(c) for c in word]
     lo, hi = DURATION[ids, 0], DURATION[ids, 1]
     durs = rng.uniform(lo, hi) / rate
