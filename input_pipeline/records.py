@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -279,8 +279,12 @@ INDEX_COLUMNS = ("video_id", "track_id", "label", "manipulation", "source", "ide
                  "num_frames", "fps")
 
 
-class _ShardWriter:
-  """Writes one shard in every format to temporary paths; ``commit`` renames them into place."""
+class ShardWriter:
+  """Writes one shard in every format to temporary paths; ``commit`` renames them into place.
+
+  Public so that writers which produce records incrementally (``input_pipeline.preprocess``,
+  resumable shard by shard) share the exact file layout of ``write_dataset``.
+  """
 
   def __init__(self, out_dir: str, names: Dict[str, str]):
     import tensorflow as tf  # Only the TFRecord writer needs TF; readers never import it.
@@ -336,31 +340,50 @@ def write_dataset(out_dir: str, name: str, splits: Mapping[str, Iterable[Mapping
   if bad or not formats:
     raise ValueError(f"formats {list(formats)}: expected a non-empty subset of {FORMATS}")
   os.makedirs(out_dir, exist_ok=True)
-  manifest: Dict[str, Any] = {"name": name, "format_version": FORMAT_VERSION,
-                              "formats": list(formats), "splits": {}}
   pending = []
   for split, records in splits.items():
     n = num_shards if isinstance(num_shards, int) else num_shards[split]
-    shards = [_ShardWriter(out_dir, {f: shard_name(name, split, f, s, n) for f in formats})
+    shards = [ShardWriter(out_dir, {f: shard_name(name, split, f, s, n) for f in formats})
               for s in range(n)]
     rows = [[] for _ in range(n)]
     for i, record in enumerate(records):
       where = f"split {split!r} record {i} ({record.get('video_id', '?')})"
       s = i % n
       shards[s].write(encode(record, jpeg_quality, where))
-      rows[s].append({"video_id": str(record["video_id"]), "track_id": int(record["track_id"]),
-                      "label": int(record["label"]), "manipulation": str(record["manipulation"]),
-                      "source": str(record["source"]), "identity": str(record.get("identity", "")),
-                      "num_frames": int(len(record["frames"])), "fps": float(record["fps"])})
+      rows[s].append(index_row(record))
     for w in shards:
       w.close()
     pending.append((split, shards, [r for shard_rows in rows for r in shard_rows]))
-  for split, shards, rows in pending:
-    files = [f for w in shards for f in w.commit()]
+  committed = {split: ([f for w in shards for f in w.commit()], rows, len(shards))
+               for split, shards, rows in pending}
+  return write_manifest(out_dir, name, committed, formats)
+
+
+def index_row(record: Mapping[str, Any]) -> Dict[str, Any]:
+  """The ``INDEX_COLUMNS`` entry of one decoded record (its line in ``NAME-SPLIT.index.json``)."""
+  return {"video_id": str(record["video_id"]), "track_id": int(record["track_id"]),
+          "label": int(record["label"]), "manipulation": str(record["manipulation"]),
+          "source": str(record["source"]), "identity": str(record.get("identity", "")),
+          "num_frames": int(len(record["frames"])), "fps": float(record["fps"])}
+
+
+def write_manifest(out_dir: str, name: str,
+                   splits: Mapping[str, Tuple[List[Dict[str, Any]], List[Dict[str, Any]], int]],
+                   formats: Sequence[str] = FORMATS) -> Dict[str, Any]:
+  """Writes each split's index and then ``manifest.json`` for shards already committed.
+
+  Args:
+    splits: per split ``(files, rows, num_shards)``: the ``ShardWriter.commit`` entries of its
+      shards in shard order, the ``index_row`` of every record in global (shard-major) order,
+      and the number of shards.
+  """
+  manifest: Dict[str, Any] = {"name": name, "format_version": FORMAT_VERSION,
+                              "formats": list(formats), "splits": {}}
+  for split, (files, rows, num_shards) in splits.items():
     index = {c: [r[c] for r in rows] for c in INDEX_COLUMNS}
     _write_json_atomic(os.path.join(out_dir, index_name(name, split)), index)
     manifest["splits"][split] = {"num_records": len(rows), "counts": _counts(rows),
-                                 "num_shards": len(shards), "files": files,
+                                 "num_shards": num_shards, "files": files,
                                  "index": index_name(name, split)}
   _write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
   return manifest
