@@ -1,0 +1,90 @@
+"""Evaluation entry point: score a trained detector's checkpoint on the config's eval split.
+
+  python -m fakedet.evaluate --config=configs/<experiment>.py[:variant] --checkpoint=WORKDIR \
+      [--protocol=standard|robustness] [--step=N] [--output_dir=DIR] [--config.a.b=value ...]
+
+``--checkpoint`` is the training workdir (or its ``checkpoints/`` folder, or one step folder);
+the latest step is used unless ``--step`` says otherwise. Reports go to ``--output_dir``
+(default ``<workdir>/eval/<protocol>_step<N>``); see docs/evaluation.md for the files.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from fakedet import trainers
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "The experiment config the checkpoint was trained with.", lock_config=True)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Training workdir, its checkpoints/ folder, or one step folder.")
+_STEP = flags.DEFINE_integer("step", -1, "Checkpoint step; -1 = the latest.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Where reports go; default <workdir>/eval/<protocol>_step<N>.")
+_PROTOCOL = flags.DEFINE_enum("protocol", "standard", ["standard", "robustness"],
+                              "standard: the eval split as configured; robustness: also every "
+                              "DeeperForensics corruption × severity.")
+_CORRUPTIONS = flags.DEFINE_list("corruptions", [], "Robustness: corruption kinds (default all 7).")
+_SEVERITIES = flags.DEFINE_list("severities", ["1", "2", "3", "4", "5"],
+                                "Robustness: severities 1-5.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU jobs).")
+flags.mark_flags_as_required(["config", "checkpoint"])
+
+
+def default_output_dir(manager_dir: str, protocol: str, step: int) -> str:
+  """Next to the checkpoints: ``<workdir>/eval/<protocol>_step<N>``."""
+  return os.path.join(os.path.dirname(manager_dir), "eval", f"{protocol}_step{step}")
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops INFO chatter from orbax/grain internals (as fakedet.main does; importing that module
+  would define its flags a second time)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
+    return record.levelno >= logging.WARNING or not noisy
+
+
+def prepare(config, checkpoint: str, step: int):
+  """Every check that needs no model: config, detector objective, checkpoint and step.
+
+  Returns (Orbax manager directory, step). Raises ValueError/KeyError/FileNotFoundError with a
+  message naming the bad key or path.
+  """
+  from fakedet import objectives
+  from fakedet.evaluation import scoring
+  trainers.get(config.trainer).check(config)  # Same fail-fast validation as training.
+  scoring.require_predict(objectives.get(config.objective.name)(config), config.objective.name)
+  directory, path_step = scoring.checkpoint_location(checkpoint)
+  return directory, scoring.resolve_step(directory, step if step >= 0 else path_step)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
+  config = _CONFIG.value
+  try:
+    directory, step = prepare(config, _CHECKPOINT.value, _STEP.value)
+    severities = [int(s) for s in _SEVERITIES.value]
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    raise app.UsageError(str(e).strip('"')) from None
+  if _DISTRIBUTED.value:
+    import jax
+    jax.distributed.initialize()
+  from fakedet.evaluation import protocols
+  output_dir = _OUTPUT_DIR.value or default_output_dir(directory, _PROTOCOL.value, step)
+  result = protocols.evaluate_checkpoint(
+      config, directory, output_dir, _PROTOCOL.value, step=step,
+      corruptions=_CORRUPTIONS.value, severities=severities)
+  print(protocols.summary(result))
+  print(f"reports written to {output_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

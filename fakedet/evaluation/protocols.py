@@ -1,0 +1,176 @@
+"""Evaluation protocols over one restored detector, and ``evaluate_checkpoint`` to run them.
+
+``standard``: the eval split as configured (in-distribution; restrict it with
+``input.eval.manipulations`` for a held-out family — the leave-one-manipulation-out protocol
+trains on the other families, the evaluator just scores and reports per manipulation).
+``robustness``: the standard report on clean clips, then the same model on the same clips with
+``corrupt(kind, severity)`` prepended to ``input.eval.ops`` for each DeeperForensics perturbation
+and level (RealForensics Table 4 and Figure 7).
+
+Files (process 0 only) go to ``output_dir``: ``report.json``, ``roc.png``, ``clip_scores.csv``;
+robustness adds ``robustness.json`` and ``robustness.png``. TensorBoard scalars and images go to
+the same directory at the checkpoint's step.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import jax
+import ml_collections
+
+from fakedet.evaluation import report as report_lib
+from fakedet.evaluation.scoring import Scorer
+
+PROTOCOLS = ("standard", "robustness")
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def corruption_kinds() -> tuple:
+  from input_pipeline import corruptions
+  return tuple(corruptions.LEVELS)
+
+
+def corrupted_ops(ops: str, kind: str, severity: int) -> str:
+  """The eval op string with the perturbation first: DeeperForensics corrupts whole frames,
+  before any crop or resize the model's preprocessing does."""
+  return f"corrupt(kind={kind!r}, severity={int(severity)})|{ops}"
+
+
+def corrupted_input(icfg: ml_collections.ConfigDict, kind: str,
+                    severity: int) -> ml_collections.ConfigDict:
+  out = ml_collections.ConfigDict(icfg.to_dict())
+  out.eval.ops = corrupted_ops(icfg.eval.ops, kind, severity)
+  return out
+
+
+def eval_settings(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """What was evaluated, recorded in every report so numbers can be traced to data and clips."""
+  e = config.input.eval
+  return {"data_dir": e.data_dir, "split": e.split, "clips_per_video": e.clips_per_video,
+          "clip_frames": config.input.clip_frames, "labels": list(e.labels),
+          "manipulations": list(e.manipulations), "ops": e.ops}
+
+
+class Outputs:
+  """Files and TensorBoard summaries of one evaluation; only process 0 writes anything."""
+
+  def __init__(self, output_dir: Optional[str], step: int, tensorboard: bool = True):
+    self.dir, self.step = output_dir, step
+    self.active = bool(output_dir) and jax.process_index() == 0
+    self.writer = None
+    if self.active:
+      os.makedirs(output_dir, exist_ok=True)
+      if tensorboard:
+        from clu import metric_writers
+        self.writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.dir, name)
+
+  def json(self, name: str, obj: Any) -> None:
+    if self.active:
+      report_lib.write_json(self.path(name), obj)
+
+  def figure(self, name: str, fig, tag: str) -> None:
+    """PNG file plus the same picture as a TensorBoard image (figures are built on every host
+    only when this one writes)."""
+    image = report_lib.save_figure(fig, self.path(name))
+    if self.writer:
+      self.writer.write_images(self.step, {tag: image[None]})
+
+  def scalars(self, values: Mapping[str, float]) -> None:
+    if self.writer:
+      self.writer.write_scalars(self.step, dict(values))
+
+  def close(self) -> None:
+    if self.writer:
+      self.writer.flush()
+      self.writer.close()
+
+
+def standard(scorer: Scorer, outputs: Outputs, icfg: Optional[ml_collections.ConfigDict] = None,
+             ) -> Dict[str, Any]:
+  """The configured eval split: per-clip scores → clip- and video-level report, ROC, scalars."""
+  t0 = time.perf_counter()
+  scores = scorer(icfg)
+  result = report_lib.build_report(scores)
+  result["seconds"] = round(time.perf_counter() - t0, 2)
+  if outputs.active:
+    report_lib.write_clip_csv(outputs.path("clip_scores.csv"), scores)
+    outputs.figure("roc.png", report_lib.roc_figure(scores, f"step {scorer.step}"), "eval/roc")
+  outputs.scalars(report_lib.flat_scalars(result, "eval"))
+  return result
+
+
+def robustness(scorer: Scorer, outputs: Outputs, clean: Mapping[str, Any],
+               kinds: Sequence[str] = (), severities: Sequence[int] = SEVERITIES,
+               ) -> Dict[str, Any]:
+  """AUC for every (corruption, severity) on the configured split, next to the clean AUC."""
+  kinds = tuple(kinds) or corruption_kinds()
+  known = corruption_kinds()
+  bad = [k for k in kinds if k not in known]
+  if bad or not severities or any(s not in SEVERITIES for s in severities):
+    raise ValueError(f"robustness: corruptions {list(kinds)} / severities {list(severities)}; "
+                     f"allowed corruptions: {', '.join(known)}; severities: 1-5")
+  corrupted: Dict[str, Dict[int, Any]] = {}
+  for kind in kinds:
+    corrupted[kind] = {}
+    for severity in severities:
+      scores = scorer(corrupted_input(scorer.config.input, kind, severity))
+      corrupted[kind][severity] = report_lib.build_report(scores)
+      logging.info("robustness %s severity %d: video AUC %.4f", kind, severity,
+                   corrupted[kind][severity]["video"]["overall"]["auc"])
+  table = report_lib.robustness_table(clean, corrupted)
+  outputs.json("robustness.json", table)
+  if outputs.active:
+    outputs.figure("robustness.png", report_lib.robustness_figure(table), "robustness/auc")
+  scalars = {}
+  for kind, row in table["corruptions"].items():
+    for sev, values in row.items():
+      scalars.update({f"robustness/{kind}/{sev}/{k}": v for k, v in values.items()})
+  for sev, values in table["severity_mean"].items():
+    scalars.update({f"robustness/average/{sev}/{k}": v for k, v in values.items()})
+  outputs.scalars(scalars)
+  return table
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str,
+                        output_dir: Optional[str] = None, protocol: str = "standard", *,
+                        step: Optional[int] = None, corruptions: Sequence[str] = (),
+                        severities: Sequence[int] = SEVERITIES, mesh=None,
+                        tensorboard: bool = True) -> Dict[str, Any]:
+  """Restores ``checkpoint`` (a workdir, its checkpoints/ folder or one step folder; ``step``
+  None = the latest) and runs ``protocol``; returns the report written to ``report.json``.
+
+  ``output_dir`` None writes nothing (the study script may only want the dict). The robustness
+  protocol adds the table of ``robustness.json`` under the key ``"robustness"``. ``mesh``
+  overrides ``config.mesh`` (tests compare device counts with it).
+  """
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol={protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+  scorer = Scorer(config, checkpoint, step, mesh)
+  outputs = Outputs(output_dir, scorer.step, tensorboard)
+  try:
+    result = {"protocol": protocol, "checkpoint": scorer.directory, "step": scorer.step,
+              "objective": config.objective.name, "eval": eval_settings(config)}
+    result.update(standard(scorer, outputs))
+    if protocol == "robustness":
+      result["robustness"] = robustness(scorer, outputs, result, corruptions, severities)
+    outputs.json("report.json", {k: v for k, v in result.items() if k != "robustness"})
+  finally:
+    outputs.close()
+  return result
+
+
+def summary(result: Mapping[str, Any]) -> str:
+  """The short text the CLI prints."""
+  lines = [f"{result['objective']} step {result['step']} on {result['eval']['data_dir']} "
+           f"{result['eval']['split']}: {result['num_videos']} videos, {result['num_clips']} clips"
+           + (f", {result['missing_clips']} not scored" if result["missing_clips"] else "")]
+  lines += report_lib.summary_lines(result)
+  if "robustness" in result:
+    lines += [""] + report_lib.robustness_lines(result["robustness"])
+  return "\n".join(lines)
