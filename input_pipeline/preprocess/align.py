@@ -1,0 +1,100 @@
+"""Alignment: temporal landmark smoothing, similarity warp to a mean face, face and mouth crops.
+
+RealForensics (appendix B.1) averages each frame's landmarks over a 12-frame window, then warps
+every frame with the similarity transform that best maps the *stable* points (those that move
+least with speech and expression: eyes and nose) onto a fixed mean face. The crop therefore keeps
+the head pose's in-plane rotation and scale fixed while the mouth moves freely, which is what the
+video models should see. The mouth crop (AV-contrastive transformer §3.3) is the 96×96 window at
+the lip centre of the face aligned at 256×256.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from input_pipeline.preprocess.faces import MOUTH, STABLE
+
+# Mean face in unit crop coordinates, in ``faces.POINTS`` order: eye centres, nose tip, mouth
+# corners. Chosen so that a face fills about 80 % of the crop width with the eyes 40 % down,
+# like the 150×150 RealForensics crops; only the STABLE rows drive the warp.
+MEAN_FACE = np.array([[0.345, 0.40], [0.655, 0.40], [0.50, 0.57], [0.375, 0.74], [0.625, 0.74]],
+                     np.float32)
+MOUTH_ALIGN_SIZE = 256  # The aligned face size the mouth crop is cut from (paper setting).
+
+
+def smooth(x: np.ndarray, window: int = 12) -> np.ndarray:
+  """Mean over a centred ``window``-frame window along axis 0 (shorter at the ends).
+
+  Frame t averages frames ``t - window // 2 .. t + (window - 1) // 2`` that exist, so smoothing
+  never drags a track's first frames toward zero or toward a mirrored edge.
+  """
+  x = np.asarray(x, np.float64)
+  if window <= 1 or len(x) == 0:
+    return x.astype(np.float32)
+  c = np.concatenate([np.zeros((1,) + x.shape[1:]), np.cumsum(x, axis=0)])
+  t = np.arange(len(x))
+  lo = np.clip(t - window // 2, 0, len(x))
+  hi = np.clip(t + (window - 1) // 2 + 1, 0, len(x))
+  counts = (hi - lo).reshape((-1,) + (1,) * (x.ndim - 1))
+  return ((c[hi] - c[lo]) / counts).astype(np.float32)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+  """Least-squares similarity (rotation, uniform scale, translation) mapping src → dst.
+
+  Umeyama's closed form; src, dst: [N, 2] with N >= 2. Returns the 2×3 matrix for
+  ``cv2.warpAffine``. A reflection is never returned (a mirrored face is not the same face).
+  """
+  src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+  ms, md = src.mean(0), dst.mean(0)
+  s, d = src - ms, dst - md
+  u, sv, vt = np.linalg.svd(d.T @ s / len(src))
+  flip = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+  rot = u @ flip @ vt
+  var = (s ** 2).sum() / len(src)
+  scale = np.trace(np.diag(sv) @ flip) / max(var, 1e-12)
+  return np.concatenate([scale * rot, (md - scale * rot @ ms)[:, None]], 1)
+
+
+def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+  """Applies a 2×3 affine matrix to points [..., 2]."""
+  return points @ m[:, :2].T + m[:, 2]
+
+
+def face_matrices(points: np.ndarray, size: int) -> np.ndarray:
+  """Per-frame 2×3 warps from (smoothed) five points [T, 5, 2] to the mean face at ``size`` px."""
+  dst = MEAN_FACE[list(STABLE)] * size
+  return np.stack([similarity(p[list(STABLE)], dst) for p in points])
+
+
+def mouth_matrices(points: np.ndarray, size: int = 96,
+                   align_size: int = MOUTH_ALIGN_SIZE) -> np.ndarray:
+  """Per-frame warps to ``size``×``size`` mouth crops centred on the lips of the face aligned at
+  ``align_size`` (the warp and the crop are composed, so the frame is resampled once)."""
+  mats = face_matrices(points, align_size)
+  centre = np.stack([apply(m, p[list(MOUTH)].mean(0)) for m, p in zip(mats, points)])
+  mats = mats.copy()
+  mats[:, :, 2] += size / 2 - centre
+  return mats
+
+
+def warp(frames: np.ndarray, mats: np.ndarray, size: int) -> np.ndarray:
+  """Warps frames uint8 [T, H, W, 3] with mats [T, 2, 3] → uint8 [T, size, size, 3].
+
+  Pixels outside the frame are black: replicating the border would invent texture, which a
+  forgery detector could learn as an artefact.
+  """
+  import cv2  # pylint: disable=import-outside-toplevel
+  out = np.empty((len(frames), size, size, 3), np.uint8)
+  for t, (f, m) in enumerate(zip(frames, mats)):
+    out[t] = cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+  return out
+
+
+def transform_landmarks(landmarks: Optional[np.ndarray], mats: np.ndarray) -> Optional[np.ndarray]:
+  """[T, K, 2] frame landmarks → crop coordinates (None stays None)."""
+  if landmarks is None:
+    return None
+  return np.stack([apply(m, lm) for m, lm in zip(mats, landmarks)]).astype(np.float32)

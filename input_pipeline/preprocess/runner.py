@@ -1,0 +1,270 @@
+"""Local runner: many videos → sharded clip records, in parallel, resumable, with a skip manifest.
+
+Videos are split into ``num_shards`` contiguous blocks per split; shard ``s`` holds the tracks of
+block ``s`` in input order. Worker processes run ``video.process_video`` (and JPEG-encode the
+crops, the costly part of writing) while the parent writes each shard through
+``records.ShardWriter`` and, once the shard is committed, a small done-marker in
+``OUT/.preprocess/``. A rerun after a crash or kill keeps every committed shard and processes
+only the rest; the plan (videos, config, shard count) must not change in between, which a
+fingerprint in ``OUT/.preprocess/plan.json`` enforces.
+
+When every shard is done the runner writes ``OUT/preprocess.json`` (config, counts, speed, and
+every skipped video with its kind and message), then the record indexes and ``manifest.json``
+(last, so a reader never sees a half-written dataset). Mouth crops, when enabled, form a second
+complete dataset in ``OUT/mouth/`` with the same records in the same order.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from input_pipeline import records
+from input_pipeline.preprocess import decode, video
+
+STATE_DIR = ".preprocess"
+REPORT = "preprocess.json"
+MOUTH_DIR = "mouth"
+
+_worker: Dict[str, Any] = {}  # Per-process state: the config and the (expensive) detector.
+
+
+def shard_blocks(items: Sequence[video.VideoItem], num_shards: int) -> List[List[video.VideoItem]]:
+  """Contiguous, near-equal blocks (shard s = items[s*n//k:(s+1)*n//k]) so output follows input
+  order, which keeps a corpus' natural grouping (e.g. per identity) inside few shards."""
+  n = len(items)
+  return [list(items[s * n // num_shards:(s + 1) * n // num_shards]) for s in range(num_shards)]
+
+
+def fingerprint(items: Sequence[video.VideoItem], config: video.PreprocessConfig, name: str,
+                num_shards: Mapping[str, int], detector: str) -> str:
+  blob = json.dumps([[dataclasses.asdict(i) for i in items], dataclasses.asdict(config), name,
+                     dict(num_shards), detector], sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _init_worker(config: video.PreprocessConfig, detector: str):
+  from input_pipeline.preprocess import faces  # pylint: disable=import-outside-toplevel
+  faces.set_single_thread()
+  _worker["config"] = config
+  _worker["detector"] = video.make_detector(config) if detector == "mtcnn" else None
+
+
+def _work(item: video.VideoItem) -> Dict[str, Any]:
+  """Processes and encodes one video; never raises, so one bad file cannot stop the batch."""
+  config = _worker["config"]
+  try:
+    result = video.process_video(item, config, _worker["detector"])
+    return video.encode_result(result, config.jpeg_quality)
+  except Exception as e:  # pylint: disable=broad-except
+    tb = traceback.format_exception_only(type(e), e)[-1].strip()
+    return {"item": dataclasses.asdict(item), "skip": (decode.INTERNAL_ERROR, f"{item.path}: {tb}"),
+            "faces": [], "mouths": [], "seconds": 0.0, "elapsed": 0.0, "stats": None}
+
+
+@contextlib.contextmanager
+def _results(items: List[video.VideoItem], config: video.PreprocessConfig, detector: str,
+             num_workers: int) -> Iterator[Iterator[Dict[str, Any]]]:
+  """Results in input order, from a spawn pool (safe after TF/JAX started threads) or inline."""
+  if num_workers <= 1:
+    _init_worker(config, detector)
+    yield map(_work, items)
+    return
+  with multiprocessing.get_context("spawn").Pool(num_workers, _init_worker,
+                                                 (config, detector)) as pool:
+    yield pool.imap(_work, items, chunksize=1)
+
+
+def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: int,
+                 formats: Sequence[str], results: Iterator[Dict[str, Any]], count: int,
+                 mouth: bool, bar, tally: collections.Counter) -> Dict[str, Any]:
+  """Consumes ``count`` results into one shard (faces, and mouths if enabled) and commits it."""
+  dirs = {"faces": out_dir, "mouths": os.path.join(out_dir, MOUTH_DIR)}
+  kinds = ["faces", "mouths"] if mouth else ["faces"]
+  writers = {k: records.ShardWriter(dirs[k], {f: records.shard_name(name, split, f, shard,
+                                                                    num_shards)
+                                              for f in formats}) for k in kinds}
+  done = {"rows": {k: [] for k in kinds}, "skipped": [], "videos": []}
+  for _ in range(count):
+    r = next(results)
+    for k in kinds:
+      for data, row in r[k]:
+        writers[k].write(data)
+        done["rows"][k].append(row)
+    if r["skip"]:
+      done["skipped"].append({"path": r["item"]["path"], "video_id": r["item"]["video_id"],
+                              "split": split, "kind": r["skip"][0], "message": r["skip"][1]})
+    else:
+      done["videos"].append({"video_id": r["item"]["video_id"], "seconds": r["seconds"],
+                             "elapsed": r["elapsed"], **(r["stats"] or {})})
+    tally["skipped"] += bool(r["skip"])
+    bar.set_postfix(skipped=tally["skipped"], refresh=False)
+    bar.update()
+  done["files"] = {}
+  for k, w in writers.items():
+    w.close()
+    files = w.commit()
+    if w.count == 0:  # An all-skipped block: no empty shard files for readers to trip on.
+      for f in files:
+        os.remove(os.path.join(dirs[k], f["file"]))
+      files = []
+    done["files"][k] = files
+  return done
+
+
+def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
+        config: video.PreprocessConfig = video.PreprocessConfig(),
+        num_shards: Union[int, Mapping[str, int]] = 1, num_workers: int = 1,
+        detector: str = "mtcnn", formats: Sequence[str] = records.FORMATS,
+        progress: bool = True) -> Dict[str, Any]:
+  """Preprocesses ``items`` into ``out_dir`` (resuming a previous run); returns the report.
+
+  Args:
+    detector: ``"mtcnn"``, or ``"none"`` when every item has a landmark file.
+    num_shards: per split, or one number for all; more shards than videos leaves some empty
+      (they are not written).
+  """
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  if detector not in ("mtcnn", "none"):
+    raise ValueError(f"detector {detector!r}: expected 'mtcnn' or 'none'")
+  ids = collections.Counter((i.split, i.video_id) for i in items)
+  dup = [k for k, c in ids.items() if c > 1]
+  if dup:
+    raise ValueError(f"duplicate video ids (split, video_id): {dup[:5]}")
+  splits = list(dict.fromkeys(i.split for i in items))
+  shards = {s: num_shards if isinstance(num_shards, int) else num_shards[s] for s in splits}
+  state = os.path.join(out_dir, STATE_DIR)
+  os.makedirs(state, exist_ok=True)
+  if config.mouth:
+    os.makedirs(os.path.join(out_dir, MOUTH_DIR), exist_ok=True)
+  _check_plan(state, fingerprint(items, config, name, shards, detector), out_dir)
+  blocks = {s: shard_blocks([i for i in items if i.split == s], shards[s]) for s in splits}
+  todo = [(s, k, b) for s in splits for k, b in enumerate(blocks[s])
+          if not os.path.exists(_marker(state, s, k))]
+  pending = [i for _, _, b in todo for i in b]
+  start, tally = time.perf_counter(), collections.Counter()
+  with tqdm(total=len(items), initial=len(items) - len(pending), unit="video",
+            desc=f"preprocess {name}", disable=not progress) as bar, \
+      _results(pending, config, detector, num_workers) as results:
+    for split, k, block in todo:
+      done = _write_shard(out_dir, name, split, k, shards[split], formats, results, len(block),
+                          config.mouth, bar, tally)
+      _write_json(_marker(state, split, k), done)
+  wall = time.perf_counter() - start
+  return _finish(out_dir, name, state, splits, shards, config, formats, detector, num_workers,
+                 wall, len(pending))
+
+
+def _marker(state: str, split: str, shard: int) -> str:
+  return os.path.join(state, f"{split}-{shard:05d}.json")
+
+
+def _check_plan(state: str, fp: str, out_dir: str):
+  path = os.path.join(state, "plan.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)["fingerprint"]
+    if old != fp:
+      raise ValueError(f"{out_dir} holds a run with other videos, settings or shard counts; "
+                       "resume with the same arguments or use a new out_dir")
+  else:
+    _write_json(path, {"fingerprint": fp})
+
+
+def _finish(out_dir, name, state, splits, shards, config, formats, detector, num_workers, wall,
+            processed) -> Dict[str, Any]:
+  """Gathers the done-markers into preprocess.json, the indexes and the manifests."""
+  per_kind = {"faces": {}, "mouths": {}}
+  skipped, videos = [], []
+  for s in splits:
+    markers = []
+    for k in range(shards[s]):
+      with open(_marker(state, s, k)) as f:
+        markers.append(json.load(f))
+    skipped += [x for m in markers for x in m["skipped"]]
+    videos += [v for m in markers for v in m["videos"]]
+    for kind in (["faces", "mouths"] if config.mouth else ["faces"]):
+      files = [f for m in markers for f in m["files"][kind]]
+      rows = [r for m in markers for r in m["rows"][kind]]
+      per_kind[kind][s] = (files, rows, sum(1 for m in markers if m["files"][kind]))
+  seconds = sum(v["seconds"] for v in videos)
+  busy = sum(v["elapsed"] for v in videos)
+  report = {
+      "name": name, "config": dataclasses.asdict(config), "detector": detector,
+      "num_videos": len(videos) + len(skipped), "num_written": len(videos),
+      "num_skipped": len(skipped),
+      "skipped_by_kind": dict(collections.Counter(x["kind"] for x in skipped)),
+      "num_tracks": sum(v["tracks"] for v in videos), "video_seconds": seconds,
+      "worker_seconds": busy,
+      # Per core: a worker uses one core (TF and OpenCV are single-threaded there).
+      "video_seconds_per_worker_second": seconds / busy if busy else None,
+      "last_run": {"videos_processed": processed, "wall_seconds": wall, "workers": num_workers},
+      "skipped": skipped,
+  }
+  _write_json(os.path.join(out_dir, REPORT), report)
+  if config.mouth:
+    records.write_manifest(os.path.join(out_dir, MOUTH_DIR), f"{name}", per_kind["mouths"],
+                           formats)
+  records.write_manifest(out_dir, name, per_kind["faces"], formats)
+  return report
+
+
+def _write_json(path: str, obj: Any):
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+# ----------------------------------------------------------------------------- inputs
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")
+
+
+def scan(root: str, landmarks_dir: Optional[str] = None, **meta: Any) -> List[video.VideoItem]:
+  """Every video file under ``root`` (sorted) as items with ``video_id`` = relative path without
+  extension; ``meta`` sets the other ``VideoItem`` fields. A landmark file
+  ``landmarks_dir/<video_id>.npy`` (or ``.json``) is attached where it exists."""
+  items = []
+  for dirpath, _, files in os.walk(root):
+    for fn in files:
+      if fn.lower().endswith(VIDEO_EXTENSIONS):
+        path = os.path.join(dirpath, fn)
+        vid = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
+        items.append(video.VideoItem(path=path, video_id=vid,
+                                     landmarks=_landmark_file(landmarks_dir, vid), **meta))
+  return sorted(items, key=lambda i: i.video_id)
+
+
+def _landmark_file(landmarks_dir: Optional[str], video_id: str) -> str:
+  if not landmarks_dir:
+    return ""
+  for ext in (".npy", ".json"):
+    p = os.path.join(landmarks_dir, video_id + ext)
+    if os.path.exists(p):
+      return p
+  return ""
+
+
+def read_list(path: str, **defaults: Any) -> List[video.VideoItem]:
+  """Items from a JSON-lines file, one ``VideoItem`` object per line (``path`` required,
+  ``video_id`` defaults to the file name without extension); ``defaults`` fill absent fields."""
+  fields = {f.name for f in dataclasses.fields(video.VideoItem)}
+  items = []
+  with open(path) as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      row = json.loads(line)
+      unknown = sorted(set(row) - fields)
+      if unknown or "path" not in row:
+        raise ValueError(f"{path}:{n}: needs 'path'; unknown keys {unknown}; "
+                         f"allowed: {sorted(fields)}")
+      row.setdefault("video_id", os.path.splitext(os.path.basename(row["path"]))[0])
+      items.append(video.VideoItem(**{**defaults, **row}))
+  return items

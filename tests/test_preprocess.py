@@ -1,0 +1,314 @@
+"""Preprocessing with real codecs: synthetic talking faces → mp4/webm/avi/mov → records → readers.
+
+Faces come from landmark files here (the generator's own 68 landmarks), so these tests need no
+detector; tests/test_preprocess_faces.py covers MTCNN on a real photograph.
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from input_pipeline import records, sources
+from input_pipeline.preprocess import align, decode, encode, faces, runner, tracking, video
+from input_pipeline.synthetic import dataset as synthetic
+
+FPS, SR = 25.0, 16000
+
+
+@pytest.fixture(scope="module")
+def reals():
+  """Four real synthetic videos (2 s, 96 px) with their audio and 68-point landmarks."""
+  cfg = synthetic.preset("tiny", num_frames=50, resolution=96, families=())
+  return list(synthetic.generate_split(cfg, "train"))
+
+
+def _write(tmp, rec, name, audio=True, landmarks=True):
+  path = os.path.join(tmp, name)
+  encode.write_video(path, rec["frames"], rec["audio"] if audio else None, FPS, SR)
+  lm = ""
+  if landmarks:
+    lm = os.path.splitext(path)[0] + ".npy"
+    np.save(lm, rec["landmarks"])
+  return path, lm
+
+
+# ----------------------------------------------------------------------------- decode
+def test_resample_indices_holds_the_frame_on_screen():
+  times = np.arange(30) / 30.0  # 1 s at 30 fps.
+  idx = decode.resample_indices(times, 25.0, 1.0)
+  assert len(idx) == 25
+  np.testing.assert_array_equal(idx, np.floor(np.arange(25) / 25 * 30 + 1e-9).astype(int))
+  slow = decode.resample_indices(np.arange(10) / 12.5, 25.0, 0.8)  # Upsampling repeats frames.
+  np.testing.assert_array_equal(slow, np.repeat(np.arange(10), 2))
+
+
+def test_place_audio_aligns_late_and_early_starts():
+  chunk = [np.arange(1, 11, dtype=np.int16)]
+  late, pad = decode.place_audio(chunk, 0.25, 8, 12)  # Starts 2 samples after frame 0.
+  np.testing.assert_array_equal(late, [0, 0] + list(range(1, 11)))
+  assert pad == 0
+  early, pad = decode.place_audio(chunk, -0.25, 8, 10)
+  np.testing.assert_array_equal(early, list(range(3, 11)) + [0, 0])
+  assert pad == 2
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".webm", ".avi", ".mov"])
+def test_decode_round_trip_keeps_frames_and_audio_in_sync(tmp_path, reals, ext):
+  rec = reals[0]
+  path, _ = _write(str(tmp_path), rec, "v" + ext, landmarks=False)
+  media = decode.read_video(path)
+  assert media.frames.shape == rec["frames"].shape and media.fps == FPS
+  assert media.audio.dtype == np.int16 and len(media.audio) == len(rec["audio"])
+  assert np.abs(media.frames.astype(int) - rec["frames"]).mean() < 10  # Lossy codecs.
+  # In sync to the sample: the correlation peaks at lag 0.
+  a, b = media.audio.astype(float), rec["audio"].astype(float)
+  lags = range(-40, 41)
+  corr = [np.dot(a[40 + k:len(a) - 40 + k], b[40:len(b) - 40]) for k in lags]
+  assert lags[int(np.argmax(corr))] == 0
+  assert np.corrcoef(a, b)[0, 1] > 0.95
+
+
+def test_decode_resamples_30fps_video_and_48khz_audio(tmp_path):
+  t = 45  # 1.5 s at 30 fps; frame i has brightness 5 i so the held frames can be identified.
+  frames = np.broadcast_to((np.arange(t) * 5).astype(np.uint8)[:, None, None, None],
+                           (t, 64, 64, 3)).copy()
+  n = np.arange(int(1.5 * 48000))
+  audio = (8000 * np.sin(2 * np.pi * 440 * n / 48000)).astype(np.int16)
+  path = str(tmp_path / "v30.mp4")
+  encode.write_video(path, frames, audio, fps=30.0, sample_rate=48000)
+  media = decode.read_video(path)
+  assert media.frames.shape[0] == 37  # floor(1.5 * 25)
+  shown = np.round(media.frames[:, 32, 32, 0] / 5).astype(int)
+  np.testing.assert_array_equal(shown, np.floor(np.arange(37) * 30 / 25 + 1e-9).astype(int))
+  assert len(media.audio) == round(37 / 25 * 16000)
+  spectrum = np.abs(np.fft.rfft(media.audio[:16000].astype(float)))
+  assert abs(np.argmax(spectrum) - 440) <= 1  # 1 Hz bins over one second.
+
+
+def test_decode_errors_are_typed(tmp_path, reals):
+  rec = reals[0]
+  silent, _ = _write(str(tmp_path), rec, "silent.mp4", audio=False, landmarks=False)
+  with pytest.raises(decode.MediaError) as e:
+    decode.read_video(silent)
+  assert e.value.kind == decode.NO_AUDIO
+  assert len(decode.read_video(silent, require_audio=False).audio) == len(rec["audio"])
+  garbage = tmp_path / "garbage.mp4"
+  garbage.write_bytes(b"\x00not a video" * 100)
+  with pytest.raises(decode.MediaError) as e:
+    decode.read_video(str(garbage))
+  assert e.value.kind == decode.DECODE_ERROR
+  short, _ = _write(str(tmp_path), dict(rec, frames=rec["frames"][:10]), "short.mp4",
+                    landmarks=False)
+  with pytest.raises(decode.MediaError) as e:
+    decode.read_video(short, min_seconds=1.0)
+  assert e.value.kind == decode.TOO_SHORT
+  with pytest.raises(decode.MediaError) as e:
+    decode.read_video(str(tmp_path / "missing.mp4"))
+  assert e.value.kind == decode.DECODE_ERROR
+
+
+def test_decode_downscales_to_max_side(tmp_path, reals):
+  path, _ = _write(str(tmp_path), reals[0], "v.mp4", landmarks=False)
+  media = decode.read_video(path, max_side=48)
+  assert media.frames.shape[1:3] == (48, 48) and media.scale == 0.5
+
+
+# ----------------------------------------------------------------------------- tracks, alignment
+def _det(boxes):
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  pts = np.stack([boxes[:, :2] + (boxes[:, 2:] - boxes[:, :2]) * f
+                  for f in ((0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.35, 0.8), (0.65, 0.8))], 1)
+  return faces.Detections(boxes, np.ones(len(boxes), np.float32), pts)
+
+
+def test_tracks_link_by_iou_interpolate_gaps_and_split_after_long_gaps():
+  a = lambda t: [10 + t, 10, 60 + t, 60]  # Face A drifts right.
+  b = [200, 20, 250, 70]  # Face B stays.
+  dets = []
+  for t in range(40):
+    boxes = [b]
+    if t not in (5, 6, 7):  # A is missed for three frames.
+      boxes.append(a(t))
+    dets.append(_det(boxes))
+  tracks = tracking.build_tracks(dets, min_frames=10)
+  assert len(tracks) == 2
+  ta = tracks[0]  # Sorted by start then x: A (x=10) first.
+  assert (ta.start, len(ta)) == (0, 40) and ta.detected.sum() == 37
+  np.testing.assert_allclose(ta.boxes[6], a(6), atol=1e-4)  # Interpolated exactly (linear).
+  # A gap longer than max_gap ends the track; both halves survive if long enough.
+  dets = [_det([a(0)]) if t < 15 or t >= 45 else faces.Detections.empty() for t in range(60)]
+  tracks = tracking.build_tracks(dets, min_frames=10, max_gap=25)
+  assert [(tr.start, len(tr)) for tr in tracks] == [(0, 15), (45, 15)]
+  # Short flickers (false positives) are dropped.
+  dets = [_det([b]) if t in (3, 20) else faces.Detections.empty() for t in range(30)]
+  assert tracking.build_tracks(dets, min_frames=10) == []
+
+
+def test_similarity_recovers_a_known_transform():
+  rng = np.random.default_rng(0)
+  src = rng.uniform(0, 100, (5, 2))
+  ang, s, t = 0.3, 1.7, np.array([12.0, -4.0])
+  rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+  dst = s * src @ rot.T + t
+  m = align.similarity(src, dst)
+  np.testing.assert_allclose(align.apply(m, src), dst, atol=1e-9)
+
+
+def test_smooth_averages_a_12_frame_window():
+  x = np.zeros((30, 1))
+  x[15] = 12.0
+  y = align.smooth(x, 12)
+  assert np.isclose(y.sum(), 12.0) and np.isclose(y.max(), 1.0)
+  assert np.count_nonzero(y) == 12
+  np.testing.assert_allclose(align.smooth(np.ones((5, 2)), 12), 1.0)  # Edges: no shrinkage.
+
+
+# ----------------------------------------------------------------------------- end to end
+def _items(tmp, reals, **kw):
+  items = []
+  for i, rec in enumerate(reals[:2]):
+    path, lm = _write(tmp, rec, f"real{i}.mp4")
+    items.append(video.VideoItem(path=path, video_id=f"real{i}", landmarks=lm,
+                                 identity=rec["identity"], source="synth", **kw))
+  silent, lm = _write(tmp, reals[2], "silent.mp4", audio=False)
+  items.append(video.VideoItem(path=silent, video_id="silent", landmarks=lm, source="synth"))
+  garbage = os.path.join(tmp, "garbage.mp4")
+  with open(garbage, "wb") as f:
+    f.write(os.urandom(5000))
+  items.append(video.VideoItem(path=garbage, video_id="garbage", source="synth"))
+  return items
+
+
+def test_round_trip_into_records_read_back_by_the_pipeline_readers(tmp_path, reals):
+  tmp = str(tmp_path)
+  items = _items(tmp, reals)
+  out = os.path.join(tmp, "out")
+  config = video.PreprocessConfig(crop_size=64, mouth=True)
+  report = runner.run(items, out, "synth", config, num_shards=2, detector="none",
+                      progress=False)
+  assert report["num_written"] == 2 and report["num_skipped"] == 2
+  assert report["skipped_by_kind"] == {"no_audio": 1, "decode_error": 1}
+  assert {s["video_id"] for s in report["skipped"]} == {"silent", "garbage"}
+  with open(os.path.join(out, runner.REPORT)) as f:
+    assert json.load(f)["num_skipped"] == 2
+
+  src = sources.ClipSource(out, "train")
+  assert len(src) == 2
+  for i in range(len(src)):
+    raw = src[i]
+    records.check_raw(raw, sample_rate=SR)
+    frames = records.decode_frames(raw)
+    assert frames.shape == (50, 64, 64, 3)
+    assert raw["video_id"] == f"real{i}" and raw["track_id"] == 0
+    assert raw["label"] == 0 and raw["manipulation"] == "real" and raw["source"] == "synth"
+    assert raw["identity"] == reals[i]["identity"]
+    assert len(raw["audio"]) == 32000
+    # Audio is the source audio, in sync (AAC is lossy: correlation, not equality).
+    assert np.corrcoef(raw["audio"].astype(float), reals[i]["audio"].astype(float))[0, 1] > 0.95
+    # Stored landmarks are in crop coordinates: the eyes sit on the mean face, frame after frame.
+    eyes = faces.five_from_68(raw["landmarks"])[:, :2]
+    np.testing.assert_allclose(eyes.mean(0), align.MEAN_FACE[:2] * 64, atol=1.5)
+    assert eyes.std(0).max() < 1.0
+  mouth = sources.ClipSource(os.path.join(out, runner.MOUTH_DIR), "train")
+  assert len(mouth) == 2
+  assert records.decode_frames(mouth[0], [0]).shape == (1, 96, 96, 3)
+  # The validator accepts the dataset.
+  res = subprocess.run([sys.executable, "-m", "input_pipeline.validate", out,
+                        f"--sample_rate={SR}"], capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_rerun_resumes_and_keeps_committed_shards(tmp_path, reals):
+  tmp = str(tmp_path)
+  items = _items(tmp, reals)[:2] + [
+      video.VideoItem(path=_write(tmp, r, f"more{i}.mp4")[0], video_id=f"more{i}",
+                      landmarks=_write(tmp, r, f"more{i}.mp4")[1], source="synth")
+      for i, r in enumerate(reals[2:])]
+  out = os.path.join(tmp, "out")
+  config = video.PreprocessConfig(crop_size=48)
+  first = runner.run(items, out, "synth", config, num_shards=2, detector="none", progress=False)
+  assert first["last_run"]["videos_processed"] == 4
+  shard0 = records.shard_name("synth", "train", "array_record", 0, 2)
+  before = os.stat(os.path.join(out, shard0)).st_mtime_ns
+  # Simulate a run killed after shard 0: shard 1's marker and the manifest never got written.
+  os.remove(os.path.join(out, runner.STATE_DIR, "train-00001.json"))
+  os.remove(os.path.join(out, records.MANIFEST))
+  second = runner.run(items, out, "synth", config, num_shards=2, detector="none",
+                      progress=False)
+  assert second["last_run"]["videos_processed"] == 2  # Only shard 1's videos.
+  assert os.stat(os.path.join(out, shard0)).st_mtime_ns == before
+  assert second["num_written"] == 4 and len(sources.ClipSource(out, "train")) == 4
+  with pytest.raises(ValueError, match="other videos"):
+    runner.run(items[:3], out, "synth", config, num_shards=2, detector="none", progress=False)
+
+
+def test_multi_face_landmark_file_gives_one_record_per_track(tmp_path, reals):
+  a, b = reals[0], reals[1]
+  frames = np.concatenate([a["frames"], b["frames"]], axis=2)  # Two people side by side.
+  lm = np.stack([a["landmarks"], b["landmarks"] + [96, 0]], axis=1)  # [T, 2, 68, 2]
+  lm[30:, 1] = np.nan  # Person b leaves after 30 frames (1.2 s).
+  path = str(tmp_path / "two.webm")
+  encode.write_video(path, frames, a["audio"])
+  lm_path = str(tmp_path / "two.json")
+  with open(lm_path, "w") as f:
+    json.dump({"landmarks": np.where(np.isnan(lm), None, lm).tolist()}, f)
+  item = video.VideoItem(path=path, video_id="two", landmarks=lm_path, label=1,
+                         manipulation="graphics_swap")
+  res = video.process_video(item, video.PreprocessConfig(crop_size=48))
+  assert res.skip is None
+  assert [r["track_id"] for r in res.face_records] == [0, 1]
+  assert [len(r["frames"]) for r in res.face_records] == [50, 30]
+  assert [len(r["audio"]) for r in res.face_records] == [32000, 30 * 640]
+  assert all(r["label"] == 1 and r["manipulation"] == "graphics_swap" for r in res.face_records)
+
+
+def test_cli_writes_dataset_and_reports_skips(tmp_path, reals):
+  tmp = str(tmp_path)
+  raw = os.path.join(tmp, "raw", "sub")
+  os.makedirs(raw)
+  lms = os.path.join(tmp, "lms", "sub")
+  os.makedirs(lms)
+  _write(raw, reals[0], "a.mov", landmarks=False)
+  np.save(os.path.join(lms, "a.npy"), reals[0]["landmarks"])
+  _write(raw, reals[1], "b.mp4", audio=False, landmarks=False)
+  out = os.path.join(tmp, "out")
+  res = subprocess.run(
+      [sys.executable, "-m", "input_pipeline.preprocess", f"--videos={tmp}/raw",
+       f"--out_dir={out}", "--name=cli", "--split=val", "--detector=none",
+       f"--landmarks_dir={tmp}/lms", "--num_workers=1", "--crop_size=32"],
+      capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "1 skipped" in res.stdout and "no_audio" in res.stdout
+  src = sources.ClipSource(out, "val")
+  assert len(src) == 1 and src[0]["video_id"] == "sub/a"
+
+
+def test_unexpected_errors_are_skipped_not_raised(tmp_path, reals, monkeypatch):
+  path, lm = _write(str(tmp_path), reals[0], "a.mp4")
+  item = video.VideoItem(path=path, video_id="a", landmarks=lm)
+
+  def boom(*args, **kwargs):
+    raise RuntimeError("boom")
+  monkeypatch.setattr(video.align, "warp", boom)
+  runner._init_worker(video.PreprocessConfig(), "none")  # pylint: disable=protected-access
+  r = runner._work(item)  # pylint: disable=protected-access
+  assert r["skip"][0] == decode.INTERNAL_ERROR and "boom" in r["skip"][1]
+
+
+def test_list_file_rows_set_metadata(tmp_path):
+  rows = [{"path": "/x/a.mp4", "label": 1, "manipulation": "reenactment", "split": "test"},
+          {"path": "/x/b.mp4", "video_id": "custom"}]
+  p = tmp_path / "list.jsonl"
+  p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  items = runner.read_list(str(p), source="ffpp")
+  assert items[0] == video.VideoItem(path="/x/a.mp4", video_id="a", split="test", label=1,
+                                     manipulation="reenactment", source="ffpp")
+  assert items[1].video_id == "custom" and items[1].split == "train"
+  p.write_text(json.dumps({"path": "/x/a.mp4", "lable": 1}))
+  with pytest.raises(ValueError, match="lable"):
+    runner.read_list(str(p))
+  assert dataclasses.asdict(items[1])["landmarks"] == ""
