@@ -33,3 +33,13 @@ def get_config(arg=None):
   config.checkpoint.async_save = False
   config.log_every = 1
   return config
+
+
+def multihost_config(data_dir: str):
+  """Evaluation on tests/test_evaluate.py's multi-track set: 5 clips, so with 2 hosts of 2 rows
+  host 0 runs 2 batches and host 1 one batch plus a blank one."""
+  config = get_config()
+  ev = config.input.eval
+  ev.data_dir, ev.clips_per_video, ev.batch_size, ev.manipulations = (
+      data_dir, 1, 4, ("real", "swap"))
+  return config
