@@ -158,13 +158,15 @@ def test_similarity_recovers_a_known_transform():
   np.testing.assert_allclose(align.apply(m, src), dst, atol=1e-9)
 
 
-def test_smooth_averages_a_12_frame_window():
-  x = np.zeros((30, 1))
-  x[15] = 12.0
-  y = align.smooth(x, 12)
-  assert np.isclose(y.sum(), 12.0) and np.isclose(y.max(), 1.0)
-  assert np.count_nonzero(y) == 12
-  np.testing.assert_allclose(align.smooth(np.ones((5, 2)), 12), 1.0)  # Edges: no shrinkage.
+def test_smooth_is_the_window_mean_for_still_faces_and_does_not_lag_moving_ones():
+  rng = np.random.default_rng(0)
+  still = 5.0 + rng.normal(0, 1, (200, 2))
+  y = align.smooth(still, 12)
+  assert y[10:-10].std(0).max() < 0.4  # Noise std 1 → about 1/sqrt(12) inside the track.
+  assert np.abs(y.mean(0) - 5.0).max() < 0.1
+  moving = np.stack([np.arange(30) * 2.0, np.full(30, 3.0)], -1)  # 2 px/frame.
+  np.testing.assert_allclose(align.smooth(moving, 12), moving, atol=1e-4)  # Edges included.
+  np.testing.assert_allclose(align.smooth(np.ones((5, 2)), 12), 1.0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -178,7 +180,7 @@ def _items(tmp, reals, **kw):
   items.append(video.VideoItem(path=silent, video_id="silent", landmarks=lm, source="synth"))
   garbage = os.path.join(tmp, "garbage.mp4")
   with open(garbage, "wb") as f:
-    f.write(os.urandom(5000))
+    f.write(b"\x00\x01 not a video " * 300)  # Fixed bytes: random ones can probe as MP3.
   items.append(video.VideoItem(path=garbage, video_id="garbage", source="synth"))
   return items
 

@@ -1,6 +1,7 @@
 """Alignment: temporal landmark smoothing, similarity warp to a mean face, face and mouth crops.
 
-RealForensics (appendix B.1) averages each frame's landmarks over a 12-frame window, then warps
+RealForensics (appendix B.1) averages each frame's landmarks over a 12-frame window (here: a
+local linear fit over the window, which equals that mean for a still face), then warps
 every frame with the similarity transform that best maps the *stable* points (those that move
 least with speech and expression: eyes and nose) onto a fixed mean face. The crop therefore keeps
 the head pose's in-plane rotation and scale fixed while the mouth moves freely, which is what the
@@ -24,20 +25,34 @@ MOUTH_ALIGN_SIZE = 256  # The aligned face size the mouth crop is cut from (pape
 
 
 def smooth(x: np.ndarray, window: int = 12) -> np.ndarray:
-  """Mean over a centred ``window``-frame window along axis 0 (shorter at the ends).
+  """Temporal smoothing over a centred ``window``-frame window along axis 0.
 
-  Frame t averages frames ``t - window // 2 .. t + (window - 1) // 2`` that exist, so smoothing
-  never drags a track's first frames toward zero or toward a mirrored edge.
+  Frame t uses frames ``t - window // 2 .. t + (window - 1) // 2`` that exist and takes the
+  value at t of the least-squares line through them. For a still face that is the plain window
+  mean of RealForensics B.1; unlike the mean, it does not lag a face that moves steadily, neither
+  at the window's off-centre (even ``window``) nor at a track's first and last frames, where a
+  truncated window would otherwise pull the crop several pixels behind the face.
   """
   x = np.asarray(x, np.float64)
-  if window <= 1 or len(x) == 0:
+  n = len(x)
+  if window <= 1 or n < 2:
     return x.astype(np.float32)
-  c = np.concatenate([np.zeros((1,) + x.shape[1:]), np.cumsum(x, axis=0)])
-  t = np.arange(len(x))
-  lo = np.clip(t - window // 2, 0, len(x))
-  hi = np.clip(t + (window - 1) // 2 + 1, 0, len(x))
-  counts = (hi - lo).reshape((-1,) + (1,) * (x.ndim - 1))
-  return ((c[hi] - c[lo]) / counts).astype(np.float32)
+  t = np.arange(n, dtype=np.float64)
+  lo = np.clip(t.astype(int) - window // 2, 0, n)
+  hi = np.clip(t.astype(int) + (window - 1) // 2 + 1, 0, n)
+  csum = lambda v: np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, axis=0)])
+  expand = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+  span = lambda c: c[hi] - c[lo]
+  s0, s1, s2 = span(csum(np.ones(n))), span(csum(t)), span(csum(t * t))
+  sx, stx = span(csum(x)), span(csum(expand(t) * x))
+  # Regress on (s - t): slope b and intercept a at s = t from the window's sums.
+  d1 = s1 - t * s0
+  d2 = s2 - 2 * t * s1 + t * t * s0
+  sdx = stx - expand(t) * sx
+  det = s0 * d2 - d1 * d1
+  ok = expand(det > 1e-9)
+  a = (expand(d2) * sx - expand(d1) * sdx) / expand(np.where(det > 1e-9, det, 1.0))
+  return np.where(ok, a, sx / expand(s0)).astype(np.float32)
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
