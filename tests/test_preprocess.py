@@ -281,7 +281,7 @@ def test_cli_writes_dataset_and_reports_skips(tmp_path, reals):
   res = subprocess.run(
       [sys.executable, "-m", "input_pipeline.preprocess", f"--videos={tmp}/raw",
        f"--out_dir={out}", "--name=cli", "--split=val", "--detector=none",
-       f"--landmarks_dir={tmp}/lms", "--num_workers=1", "--crop_size=32"],
+       f"--landmarks_dir={tmp}/lms", "--num_workers=2", "--crop_size=32"],
       capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "1 skipped" in res.stdout and "no_audio" in res.stdout

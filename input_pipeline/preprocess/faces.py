@@ -176,14 +176,20 @@ class MtcnnDetector:
                       points.astype(np.float32))
 
 
-def set_single_thread():
-  """One thread for TensorFlow and OpenCV: the runner parallelises over videos instead."""
+def set_single_thread(tensorflow: bool = True):
+  """One thread for OpenCV (and TensorFlow): the runner parallelises over videos instead.
+
+  Call before the first TensorFlow op; ``tensorflow=False`` leaves TF unimported (a landmark-file
+  run never needs its 5 s import and 0.5 GB per worker).
+  """
   import cv2  # pylint: disable=import-outside-toplevel
   cv2.setNumThreads(1)
+  if not tensorflow:
+    return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-  except (ImportError, RuntimeError):  # RuntimeError: TF already initialised; keep going.
+  except RuntimeError:  # TF already initialised in this process: keep its thread pools.
     pass

@@ -52,7 +52,7 @@ def fingerprint(items: Sequence[video.VideoItem], config: video.PreprocessConfig
 
 def _init_worker(config: video.PreprocessConfig, detector: str):
   from input_pipeline.preprocess import faces  # pylint: disable=import-outside-toplevel
-  faces.set_single_thread()
+  faces.set_single_thread(tensorflow=detector == "mtcnn")
   _worker["config"] = config
   _worker["detector"] = video.make_detector(config) if detector == "mtcnn" else None
 
