@@ -2,6 +2,7 @@
 from the per-clip table, video level = max over tracks of the clip mean, robustness sweep, device
 count and host count invariance, the CLI on a trained checkpoint, and its error messages."""
 import csv
+import fcntl
 import json
 import os
 import subprocess
@@ -30,10 +31,19 @@ def _config(**eval_overrides):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  """A checkpoint written by a 2-step tiny training run (the trainer's own layout)."""
-  d = str(tmp_path_factory.mktemp("train"))
-  train.run(_config(), d)
-  return d
+  """A checkpoint written by a 2-step tiny training run (the trainer's own layout), trained once
+  per session even when xdist spreads this module over workers: the run costs more than all the
+  tests that read it."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # This session's directory, shared by its workers.
+  d = base / "evaluate_tiny_detector"
+  with open(base / "evaluate_tiny_detector.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (d / "trained").exists():
+      train.run(_config(), str(d))
+      (d / "trained").touch()
+  return str(d)
 
 
 @pytest.fixture(scope="module")
