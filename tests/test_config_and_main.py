@@ -15,7 +15,9 @@ from fakedet.trainers import data_preview
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo"],
-            "stage1.py": [None, "demo"]}
+            "stage1.py": [None, "demo"],
+            "stage2.py": [None, "demo", "baseline", "demo,baseline", "demo,holdout=reenactment"],
+            "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"]}
 
 
 def _load(path, arg=None):

@@ -113,3 +113,65 @@ def test_stage1_rules_warm_start_student_backbone_and_frozen_teacher():
   updates, _ = tx.update(grads, tx.init(params), params)
   assert float(optax.global_norm(updates["teacher_backbone"])) == 0
   assert float(optax.global_norm(updates["backbone"])) > 0
+
+
+# ----------------------------------------------------------------------------- FakeOut
+def _fakeout(video_only=False):
+  """configs/fakeout.py:demo shrunk: MMV-shaped backbones at width 1/16, MLP head."""
+  from tests import tiny_configs
+  config = tiny_configs.config_module("fakeout").get_config(
+      "demo,video_only" if video_only else "demo")
+  for name in ("backbone", "audio_backbone"):
+    if config.model[name] is not None:
+      config.model[name].width_multiplier = 1 / 16
+  config.model.mlp_hidden = (8, 4)
+  return config
+
+
+def _av_batch(n=4, t=4, size=32):
+  rng = np.random.default_rng(1)
+  return dict(_batch(n, t, size), audio=jnp.asarray(rng.normal(size=(n, 4 * t, 80)), jnp.float32))
+
+
+@pytest.mark.parametrize("video_only", [False, True])
+def test_fakeout_concatenates_video_and_audio_into_an_mlp(video_only):
+  obj = video_detector.VideoDetection(_fakeout(video_only))
+  batch = _av_batch()
+  variables, state = _state(obj, batch)
+  assert obj.input_keys == (("video", "label") if video_only else ("video", "audio", "label"))
+  out = obj.model.apply(variables, *obj._inputs(batch), train=False)
+  video_dim = 2048 // 16  # TSM-ResNet-50 (and audio ResNet-50) at width 1/16.
+  assert out["pooled"].shape == (4, video_dim * (1 if video_only else 2))
+  head = variables["params"]["classifier"]
+  assert [head[k]["kernel"].shape for k in ("hidden0", "hidden1", "out")] == [
+      (out["pooled"].shape[1], 8), (8, 4), (4, 1)]
+  grads, _ = jax.grad(obj.loss, has_aux=True)(state.params, state, batch, None)
+  for name in ("backbone", "classifier") + (() if video_only else ("audio_backbone",)):
+    assert float(optax.global_norm(grads[name])) > 0, name  # Full fine-tuning.
+  # The audio changes the video+audio score only.
+  louder = dict(batch, audio=batch["audio"] + 3.0)
+  moved = float(jnp.max(jnp.abs(obj.predict(state, louder) - obj.predict(state, batch))))
+  assert (moved == 0.0) == video_only
+
+
+def test_mmv_rules_warm_start_fakeout_from_an_mmv_state():
+  from tests import test_mmv  # The tiny MMV config: the architecture FakeOut inherits.
+  mmv_config = test_mmv.mmv_tiny()
+  mmv = objectives_get("mmv")(mmv_config)
+  mmv_vars = mmv.init(jax.random.key(2), test_mmv.fake_batch())
+  config = _fakeout()
+  config.model.backbone = mmv_config.model.video_backbone
+  config.model.audio_backbone = mmv_config.model.audio_backbone
+  obj = video_detector.VideoDetection(config)
+  variables, _ = _state(obj, _av_batch())
+  out = warm_start.graft(dict(variables), dict(mmv_vars), video_detector.MMV_AUDIO_INIT_RULES)
+  same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
+  assert same(out["params"]["backbone"], mmv_vars["params"]["video_backbone"])
+  assert same(out["params"]["audio_backbone"], mmv_vars["params"]["audio_backbone"])
+  assert same(out["batch_stats"]["backbone"], mmv_vars["batch_stats"]["video_backbone"])
+  assert same(out["params"]["classifier"], variables["params"]["classifier"])  # Fresh head.
+
+
+def objectives_get(name):
+  from fakedet import objectives
+  return objectives.get(name)

@@ -1,12 +1,13 @@
-"""Supervised video forgery detection: RealForensics stage 2 and the scratch baseline.
+"""Supervised forgery detection: RealForensics stage 2, the scratch baseline, FakeOut.
 
     L = Ls + w · La                                        (paper Eq. 4, w = aux_weight)
     Ls = BCE(σ(logit + log(π / (1 − π))), label)           (Eq. 5, π = batch fake fraction)
     La = ½‖sg(norm(teacher)) − norm(aux prediction)‖²      (Eq. 3, real samples only)
 
 ``objective.logit_adjustment=False`` gives plain BCE (π = ½) and ``aux_weight=0`` with no
-auxiliary head gives the "only CSN" baseline. Clips of the extra real corpus carry label 0, so
-they count as reals in both losses (paper footnote 2).
+auxiliary head gives the "only CSN" baseline; MMV's backbones (plus ``audio_backbone``) with the
+"mlp" classifier give FakeOut's fine-tuning (§3.2; class balance comes from the sampler). Clips
+of the extra real corpus carry label 0, so they count as reals in both losses (footnote 2).
 """
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ STAGE1_INIT_RULES = (
     ("ema_params/video_projector", "params/teacher_projector"),
     ("ema_batch_stats/video_backbone", "batch_stats/teacher_backbone"),
     ("ema_batch_stats/video_projector", "batch_stats/teacher_projector"),
+)
+
+# config.init.rules that start FakeOut from an MMV (``mmv``) run: its video backbone, and its
+# audio backbone for the video+audio detector (MMV_AUDIO_INIT_RULES).
+MMV_INIT_RULES = (
+    ("params/video_backbone", "params/backbone"),
+    ("batch_stats/video_backbone", "batch_stats/backbone"),
+)
+MMV_AUDIO_INIT_RULES = MMV_INIT_RULES + (
+    ("params/audio_backbone", "params/audio_backbone"),
+    ("batch_stats/audio_backbone", "batch_stats/audio_backbone"),
 )
 
 
@@ -59,20 +71,25 @@ class VideoDetection(Objective):
     m = config.model.to_dict()
     self.mean, self.std = tuple(m.pop("pixel_mean")), tuple(m.pop("pixel_std"))
     self.model = models.get("video_detector")(**m)
+    self.with_audio = m.get("audio_backbone") is not None
+    self.input_keys = ("video", "audio", "label") if self.with_audio else ("video", "label")
+    self.eval_keys = self.input_keys
     self.logit_adjustment = bool(config.objective.logit_adjustment)
     self.aux_weight = float(config.objective.aux_weight)
 
   def _video(self, x):
     return normalize_video(x, self.mean, self.std)
 
+  def _inputs(self, batch):
+    return (self._video(batch["video"]), batch["audio"] if self.with_audio else None)
+
   def init(self, rng, batch):
-    return dict(self.model.init(rng, self._video(batch["video"]), train=False))
+    return dict(self.model.init(rng, *self._inputs(batch), train=False))
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
     del rng
     out, new_vars = self.model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     self._video(batch["video"]), train=True,
-                                     mutable=["batch_stats"])
+                                     *self._inputs(batch), train=True, mutable=["batch_stats"])
     labels = batch["label"]
     everyone = jnp.ones(labels.shape, bool)
     prior = (detection.fake_prior(labels, everyone) if self.logit_adjustment
@@ -89,7 +106,7 @@ class VideoDetection(Objective):
 
   def _forward(self, state, batch):
     return self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                            self._video(batch["video"]), train=False)
+                            *self._inputs(batch), train=False)
 
   def predict(self, state, batch):
     """The raw (unadjusted) clip logits: logit adjustment only shifts the training loss."""

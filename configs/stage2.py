@@ -1,0 +1,143 @@
+"""RealForensics stage 2 (paper §3.2, B.3): forgery detection + prediction of stage-1 targets.
+
+The backbone starts from the stage-1 video student; a frozen copy of the stage-1 video teacher
+makes per-frame targets that a fresh projector + predictor must predict on REAL clips (Eq. 3);
+the supervised head is a cosine classifier (s = 64) trained with logit adjustment (Eq. 5);
+L = Ls + La. Batches of 32 forgery-set clips + 256 extra reals (LRW); AdamP lr 3e-4; the
+stage-1 preprocessing and augmentation (random erasing and a time mask on the video), 150
+epochs of the forgery set, early stopping on validation AUC:
+
+  python -m fakedet.main --config=configs/stage2.py --workdir=gs://BUCKET/stage2 \
+      --config.init.workdir=gs://BUCKET/stage1 \
+      --config.input.sources.forgery.data_dir=gs://BUCKET/ffpp_c23 \
+      --config.input.sources.reals.data_dir=gs://BUCKET/lrw_records \
+      --config.input.eval.data_dir=gs://BUCKET/ffpp_c23
+
+Variants (comma-separated): ``baseline`` — the "only CSN" row of Table 5: the same backbone from
+scratch, linear head, plain BCE, no auxiliary loss, no warm start; ``demo`` — the embedded
+synthetic data and the stage-1 demo's model, starting from ``configs/stage1.py:demo`` run in
+/tmp/fakedet_stage1 (the README quickstart); ``holdout=FAMILY`` — leave one manipulation out
+(train on the other three, evaluate on it). E.g.
+
+  python -m fakedet.main --config=configs/stage2.py:demo --workdir=/tmp/fakedet_stage2
+  python -m fakedet.main --config=configs/stage2.py:demo,baseline --workdir=/tmp/fakedet_baseline
+"""
+import ml_collections
+
+from fakedet import config_variants
+from fakedet import optim
+from fakedet import sharding
+from fakedet import warm_start
+from fakedet.objectives.video_detector import STAGE1_INIT_RULES
+from input_pipeline import config as input_config
+
+# Stage-1 views (one crop, flip, random grey) and the paper's video masking (B.3).
+TRAIN_OPS = ("random_crop(size={crop}, resize={size})|flip|grayscale")
+MASK_OPS = ("|random_erase(p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3))"
+            "|time_mask(video_key='video', audio_key=None, max_frames=12, p=0.5)")
+EVAL_OPS = "center_crop(size={crop}, resize={size})"
+
+
+def get_config(arg=None):
+  variant = config_variants.parse(arg, flags=("demo", "baseline"), keys=("holdout",),
+                                  where="configs/stage2.py")
+  config = ml_collections.ConfigDict()
+  config.trainer = "train"
+  config.seed = 0
+  config.objective = ml_collections.ConfigDict(dict(
+      name="video_detector", logit_adjustment=True, aux_weight=1.0))
+
+  config.model = ml_collections.ConfigDict(dict(
+      backbone=dict(name="csn", stage_blocks=(3, 4, 23, 3), width_multiplier=1.0,
+                    depthwise_impl="auto", dtype="float32"),
+      classifier="cosine", cosine_scale=64.0,
+      aux_projector=dict(name="conv_projector", features=256),
+      aux_predictor=dict(name="transformer_predictor", num_heads=8, head_dim=64, mlp_dim=2048),
+      teacher=True,
+      pixel_mean=(0.421, 0.421, 0.421),
+      pixel_std=(0.165, 0.165, 0.165),
+  ))
+
+  config.input = input_config.input_config()
+  config.input.clip_frames = 25
+  config.input.train_ops = TRAIN_OPS.format(crop=140, size=112) + MASK_OPS
+  config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
+  # Fixed counts per batch (paper: 32 forgery-set clips + 256 extra reals). An epoch is a pass
+  # over the first source in name order: the forgery set.
+  config.input.sources = ml_collections.ConfigDict({
+      "forgery": input_config.source_config("", "train", 32),
+      "reals": input_config.source_config("", "train", 256, labels=(0,))})
+  config.input.eval.split = "val"
+  config.input.eval.clips_per_video = 4  # Uniformly spaced clips per video (evaluator).
+  config.input.eval.batch_size = 64
+  config.input.num_workers = 8
+
+  config.num_epochs = 150.0
+  config.total_steps = 0
+  config.warmup_epochs = 0.0
+  config.optim = optim.default_config()
+  config.optim.name = "adamp"
+  config.optim.lr = 3e-4
+  config.optim.weight_decay = 1e-2
+  config.optim.groups = ml_collections.ConfigDict(dict(
+      # The stage-1 teacher is frozen: it only makes targets (Eq. 3).
+      teacher=dict(pattern=r"teacher_.*", lr=0.0, weight_decay=0.0, schedule="constant",
+                   warmup_steps=0, freeze=True)))
+  config.ema = ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
+                                              scale_with_batch=True, schedule="constant"))  # unused
+  config.mesh = sharding.mesh_config()
+  config.init = warm_start.init_config()
+  config.init.rules = STAGE1_INIT_RULES
+  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
+  config.log_every = 50
+  config.eval_every = 1000
+  config.eval_batches = 0  # The whole validation split.
+
+  if variant.get("demo"):
+    _demo(config)
+  if variant.get("baseline"):
+    _baseline(config)
+  if "holdout" in variant:
+    config_variants.hold_out(config, variant["holdout"])
+  return config
+
+
+def _baseline(config):
+  """"Only CSN" (Table 5): the backbone from scratch with a linear head and plain BCE."""
+  config.objective.logit_adjustment = False
+  config.objective.aux_weight = 0.0
+  m = config.model
+  m.classifier = "linear"
+  m.aux_projector = m.aux_predictor = None
+  m.teacher = False
+  config.init = warm_start.init_config()
+  config.optim.groups = ml_collections.ConfigDict()
+
+
+def _demo(config):
+  """The stage-1 demo's model on the synthetic forgery set + the extra reals, 2 CPU cores."""
+  m = config.model
+  m.backbone.stage_blocks = (1, 1, 1, 1)
+  m.backbone.width_multiplier = 0.125
+  m.aux_projector.features = 64
+  m.aux_predictor.update(num_heads=4, head_dim=16, mlp_dim=128)
+  # As the stage-1 demo: crops and flips, no masking (it slows a short run).
+  config.input.train_ops = TRAIN_OPS.format(crop=84, size=48)
+  config.input.eval.ops = EVAL_OPS.format(crop=84, size=48)
+  config.input.sources.forgery.data_dir = "synthetic:demo"
+  config.input.sources.forgery.batch_size = 16
+  config.input.sources.reals.data_dir = "synthetic:extra"
+  config.input.sources.reals.batch_size = 8
+  config.input.eval.data_dir = "synthetic:demo"
+  config.input.eval.clips_per_video = 2
+  config.input.eval.batch_size = 60
+  config.input.num_workers = 0
+  config.num_epochs = 0.0
+  config.total_steps = 400
+  config.optim.lr = 1e-3
+  config.optim.schedule = "constant"
+  config.optim.warmup_steps = 25
+  config.init.workdir = "/tmp/fakedet_stage1"
+  config.checkpoint.every_steps = 100
+  config.log_every = 25
+  config.eval_every = 100

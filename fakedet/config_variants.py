@@ -1,0 +1,43 @@
+"""Variant strings of experiment configs and the leave-one-manipulation-out protocol.
+
+``--config=configs/stage2.py:demo,holdout=neural_texture`` passes "demo,holdout=neural_texture"
+to ``get_config``; ``parse`` turns it into ``{"demo": True, "holdout": "neural_texture"}`` and
+rejects anything the config does not offer, so a typo fails before anything is built.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Union
+
+import ml_collections
+
+from input_pipeline.synthetic.forgeries import FAMILIES
+
+
+def parse(arg: Optional[str], flags: Iterable[str] = (), keys: Iterable[str] = (),
+          where: str = "config") -> Dict[str, Union[bool, str]]:
+  """Comma-separated ``flag`` and ``key=value`` tokens → dict (flags map to True)."""
+  flags, keys = set(flags), set(keys)
+  out: Dict[str, Union[bool, str]] = {}
+  for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+    name, eq, value = token.partition("=")
+    if (eq and name not in keys) or (not eq and name not in flags):
+      allowed = sorted(flags) + [f"{k}=..." for k in sorted(keys)]
+      raise ValueError(f"unknown variant {token!r} of {where}; allowed (comma-separated): "
+                       f"{', '.join(allowed) or 'none'}")
+    out[name] = value if eq else True
+  return out
+
+
+def hold_out(config: ml_collections.ConfigDict, family: str, source: str = "forgery",
+             families=FAMILIES) -> None:
+  """Leave-one-manipulation-out (RealForensics Table 1, FakeOut Table 2): train on the reals and
+  every family of ``families`` but ``family``; evaluate on the reals and ``family`` only."""
+  if family not in families:
+    raise ValueError(f"holdout={family!r}: not a manipulation of this dataset; choose one of "
+                     f"{', '.join(families)}")
+  if source not in config.input.sources:
+    raise KeyError(f"holdout: config.input.sources has no {source!r} (has "
+                   f"{sorted(config.input.sources)})")
+  config.input.sources[source].manipulations = ("real",) + tuple(
+      f for f in families if f != family)
+  config.input.eval.manipulations = ("real", family)
