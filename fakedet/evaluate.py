@@ -58,7 +58,7 @@ def prepare(config, checkpoint: str, step: int):
   from fakedet import objectives
   from fakedet.evaluation import scoring
   trainers.get(config.trainer).check(config)  # Same fail-fast validation as training.
-  scoring.require_predict(objectives.get(config.objective.name)(config), config.objective.name)
+  scoring.require_predict(objectives.get(config.objective.name), config.objective.name)
   directory, path_step = scoring.checkpoint_location(checkpoint)
   return directory, scoring.resolve_step(directory, step if step >= 0 else path_step)
 

@@ -34,16 +34,18 @@ INDEX_KEY = "eval_index"  # Batch field: the clip's position in the split's clip
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def has_predict(objective: Objective) -> bool:
-  return type(objective).predict is not Objective.predict
+def has_predict(objective) -> bool:
+  """Whether an objective (class or instance) overrides ``predict``, i.e. is a detector."""
+  cls = objective if isinstance(objective, type) else type(objective)
+  return cls.predict is not Objective.predict
 
 
-def require_predict(objective: Objective, name: str) -> None:
-  """Fails before anything is restored when the objective cannot score clips."""
+def require_predict(objective, name: str) -> None:
+  """Fails before anything is restored when the objective (class or instance) cannot score."""
   if not has_predict(objective):
     from fakedet import objectives as objectives_lib
     detectors = [n for n in objectives_lib.OBJECTIVES.names()
-                 if objectives_lib.OBJECTIVES.get(n).predict is not Objective.predict]
+                 if has_predict(objectives_lib.OBJECTIVES.get(n))]
     raise ValueError(f"config.objective.name={name!r} is not a detector: its objective has no "
                      f"predict(state, batch) to score clips with. Evaluate a config whose "
                      f"objective is one of: {', '.join(detectors) or '(none)'}")
@@ -68,8 +70,12 @@ def checkpoint_location(path: str) -> Tuple[str, Optional[int]]:
 
 
 def _manager(directory: str):
+  """A manager that can read the ``state`` item's metadata and restore it (the grain iterator
+  item ``data`` is never read here)."""
+  import grain
   import orbax.checkpoint as ocp
-  return ocp.CheckpointManager(directory, item_names=("state", "data"))
+  return ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.PyTreeCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
 
 
 def resolve_step(directory: str, step: Optional[int]) -> int:
@@ -112,9 +118,26 @@ def abstract_state(objective: Objective, example: Mapping[str, jax.ShapeDtypeStr
   return train_state_lib.abstract_with_shardings(shapes, shardings), shardings
 
 
-def _missing_leaves(tree: Any) -> list:
-  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return [jax.tree_util.keystr(p) for p, leaf in flat if isinstance(leaf, jax.ShapeDtypeStruct)]
+def _key_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def mismatches(saved: Any, target: Any) -> list:
+  """Target leaves the saved tree (nested dicts of array metadata) lacks or holds with another
+  shape, as readable strings; checked before restoring so the error names the parameter."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]:
+    node = saved
+    for k in path:
+      key = getattr(k, "key", getattr(k, "idx", None))
+      node = node.get(key) if isinstance(node, Mapping) else None
+      if node is None:
+        break
+    if node is None:
+      out.append(f"{_key_str(path)} (missing)")
+    elif tuple(node.shape) != tuple(leaf.shape):
+      out.append(f"{_key_str(path)} (saved {tuple(node.shape)}, config {tuple(leaf.shape)})")
+  return out
 
 
 def restore(directory: str, step: int, abstract: train_state_lib.TrainState,
@@ -126,17 +149,16 @@ def restore(directory: str, step: int, abstract: train_state_lib.TrainState,
             if jax.tree.leaves(getattr(abstract, k))}
   manager = _manager(directory)
   try:
+    saved = manager.item_metadata(step)["state"]
+    bad = mismatches(getattr(saved, "tree", saved), target)
+    if bad:
+      raise ValueError(f"checkpoint {directory}/{step} does not fit config.model: {len(bad)} "
+                       f"arrays differ, e.g. {bad[:3]}; was it trained with this config.model?")
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))["state"]
-  except ValueError as e:  # Shape mismatch: a different model width/depth than the config's.
-    raise ValueError(f"checkpoint {directory}/{step} does not fit config.model: {e}") from e
   finally:
     manager.close()
-  missing = _missing_leaves(restored)
-  if missing:
-    raise ValueError(f"checkpoint {directory}/{step} lacks {len(missing)} arrays this config's "
-                     f"model has, e.g. {missing[:3]}: was it trained with this config.model?")
   return abstract.replace(**restored)
 
 
