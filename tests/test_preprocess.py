@@ -314,3 +314,25 @@ def test_list_file_rows_set_metadata(tmp_path):
   with pytest.raises(ValueError, match="lable"):
     runner.read_list(str(p))
   assert dataclasses.asdict(items[1])["landmarks"] == ""
+
+
+class _KillsWorker(str):
+  """A landmark path whose first use kills the worker process (as a native crash or OOM would)."""
+
+  def endswith(self, *args):  # faces.load_landmarks calls it first.
+    os._exit(1)
+
+
+def test_a_dying_worker_skips_its_video_and_the_batch_goes_on(tmp_path, reals):
+  tmp = str(tmp_path)
+  items = []
+  for i, rec in enumerate(reals[:3]):
+    path, lm = _write(tmp, rec, f"v{i}.mp4")
+    items.append(video.VideoItem(path=path, video_id=f"v{i}",
+                                 landmarks=_KillsWorker(lm) if i == 1 else lm))
+  report = runner.run(items, os.path.join(tmp, "out"), "synth",
+                      video.PreprocessConfig(crop_size=32), num_workers=2, detector="none",
+                      progress=False)
+  assert report["num_written"] == 2
+  assert [(s["video_id"], s["kind"]) for s in report["skipped"]] == [("v1", "error")]
+  assert "worker process died" in report["skipped"][0]["message"]

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -65,21 +66,80 @@ def _work(item: video.VideoItem) -> Dict[str, Any]:
     return video.encode_result(result, config.jpeg_quality)
   except Exception as e:  # pylint: disable=broad-except
     tb = traceback.format_exception_only(type(e), e)[-1].strip()
-    return {"item": dataclasses.asdict(item), "skip": (decode.INTERNAL_ERROR, f"{item.path}: {tb}"),
-            "faces": [], "mouths": [], "seconds": 0.0, "elapsed": 0.0, "stats": None}
+    return _failed(item, f"{item.path}: {tb}")
+
+
+def _failed(item: video.VideoItem, message: str) -> Dict[str, Any]:
+  return {"item": dataclasses.asdict(item), "skip": (decode.INTERNAL_ERROR, message),
+          "faces": [], "mouths": [], "seconds": 0.0, "elapsed": 0.0, "stats": None}
 
 
 @contextlib.contextmanager
 def _results(items: List[video.VideoItem], config: video.PreprocessConfig, detector: str,
              num_workers: int) -> Iterator[Iterator[Dict[str, Any]]]:
-  """Results in input order, from a spawn pool (safe after TF/JAX started threads) or inline."""
+  """Results in input order, from spawned worker processes (safe after TF/JAX started
+  threads) or inline for ``num_workers <= 1``."""
   if num_workers <= 1:
     _init_worker(config, detector)
     yield map(_work, items)
     return
-  with multiprocessing.get_context("spawn").Pool(num_workers, _init_worker,
-                                                 (config, detector)) as pool:
-    yield pool.imap(_work, items, chunksize=1)
+  pool = _Pool(num_workers, config, detector)
+  try:
+    yield pool.ordered(items)
+  finally:
+    pool.executor.shutdown(cancel_futures=True)
+
+
+class _Pool:
+  """A process pool that survives worker deaths.
+
+  A worker killed by the OOM killer or by a crash inside a native decoder breaks a
+  ``ProcessPoolExecutor`` (``multiprocessing.Pool`` would hang forever instead). Then every
+  video that was in flight is retried alone in a fresh pool, so only the one that really kills
+  its worker is skipped (kind ``error``) and the batch goes on.
+  """
+
+  def __init__(self, num_workers: int, config: video.PreprocessConfig, detector: str):
+    self.args = (num_workers, config, detector)
+    self.executor = self._new()
+
+  def _new(self):
+    from concurrent.futures import ProcessPoolExecutor  # pylint: disable=import-outside-toplevel
+    n, config, detector = self.args
+    return ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), _init_worker,
+                               (config, detector))
+
+  def _restart(self):
+    self.executor.shutdown(wait=False, cancel_futures=True)
+    self.executor = self._new()
+
+  def ordered(self, items: Sequence[video.VideoItem]) -> Iterator[Dict[str, Any]]:
+    from concurrent.futures.process import BrokenProcessPool  # pylint: disable=import-outside-toplevel
+    ahead = 2 * self.args[0]  # Bounded look-ahead: results hold JPEG bytes of whole videos.
+    queue = collections.deque()
+    it = iter(items)
+    for item in itertools.islice(it, ahead):
+      queue.append((item, self.executor.submit(_work, item)))
+    while queue:
+      item, future = queue.popleft()
+      try:
+        result = future.result()
+      except BrokenProcessPool:
+        self._restart()
+        result = self._alone(item)
+        queue = collections.deque((i, self.executor.submit(_work, i)) for i, _ in queue)
+      yield result
+      for nxt in itertools.islice(it, 1):
+        queue.append((nxt, self.executor.submit(_work, nxt)))
+
+  def _alone(self, item: video.VideoItem) -> Dict[str, Any]:
+    from concurrent.futures.process import BrokenProcessPool  # pylint: disable=import-outside-toplevel
+    try:
+      return self.executor.submit(_work, item).result()
+    except BrokenProcessPool:
+      self._restart()
+      return _failed(item, f"{item.path}: its worker process died (out of memory, or a crash "
+                     "in native code while decoding it)")
 
 
 def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: int,
