@@ -109,6 +109,14 @@ def test_decode_errors_are_typed(tmp_path, reals):
   with pytest.raises(decode.MediaError) as e:
     decode.read_video(str(tmp_path / "missing.mp4"))
   assert e.value.kind == decode.DECODE_ERROR
+  # A Matroska file whose video codec id FFmpeg does not know.
+  mkv, _ = _write(str(tmp_path), rec, "v.mkv", landmarks=False)
+  data = open(mkv, "rb").read()
+  assert data.count(b"V_MPEG4/ISO/AVC") == 1
+  (tmp_path / "unknown.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_UNKNOWN/X/ABC"))
+  with pytest.raises(decode.MediaError) as e:
+    decode.read_video(str(tmp_path / "unknown.mkv"))
+  assert e.value.kind == decode.UNSUPPORTED_CODEC
 
 
 def test_decode_downscales_to_max_side(tmp_path, reals):
