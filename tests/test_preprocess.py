@@ -119,10 +119,13 @@ def test_decode_errors_are_typed(tmp_path, reals):
   assert e.value.kind == decode.UNSUPPORTED_CODEC
 
 
-def test_decode_downscales_to_max_side(tmp_path, reals):
+def test_decode_downscales_to_max_side_and_stops_at_max_seconds(tmp_path, reals):
   path, _ = _write(str(tmp_path), reals[0], "v.mp4", landmarks=False)
   media = decode.read_video(path, max_side=48)
   assert media.frames.shape[1:3] == (48, 48) and media.scale == 0.5
+  media = decode.read_video(path, max_seconds=1.2)
+  assert len(media.frames) == 30 and len(media.audio) == 19200
+  np.testing.assert_array_equal(media.audio, decode.read_video(path).audio[:19200])
 
 
 # ----------------------------------------------------------------------------- tracks, alignment

@@ -134,7 +134,8 @@ def read_video(path: str, fps: float = 25.0, sample_rate: int = 16000,
     for s in (vstream, astream):
       if s is not None and s.codec_context is None:
         raise MediaError(UNSUPPORTED_CODEC, f"{path}: no decoder for its {s.type} track")
-    vstream.thread_type = "AUTO"  # Frame threading: decoding is often the costliest step.
+    # One decoding thread: the runner already keeps every core busy with one video per worker.
+    vstream.codec_context.thread_count = 1
     streams = [s for s in (vstream, astream) if s is not None]
     try:
       return _decode(container, streams, vstream, astream, path, fps, sample_rate, max_side,
@@ -157,9 +158,11 @@ def _decode(container, streams, vstream, astream, path, fps, sample_rate, max_si
   for frame in container.decode(*streams):
     if frame.time is None:
       continue
+    if max_seconds is not None and times and frame.time - times[0] >= max_seconds + 1.0:
+      break  # Both tracks are past the end (1 s covers the muxer's interleaving).
     if isinstance(frame, av.VideoFrame):
       if max_seconds is not None and times and frame.time - times[0] >= max_seconds:
-        continue  # Keep demuxing audio up to the same point; frames past it are dropped.
+        continue  # Audio up to the same time may still follow.
       if size is None:
         size = output_size(frame.width, frame.height, max_side)
         scale = size[0] / frame.width
@@ -184,6 +187,7 @@ def _decode(container, streams, vstream, astream, path, fps, sample_rate, max_si
   if len(idx) < max(1, int(np.ceil(min_seconds * fps - 1e-6))):
     raise MediaError(TOO_SHORT, f"{path}: {duration:.2f} s of video, need {min_seconds} s")
   video = np.stack([frames[i] for i in idx])
+  del frames  # Halves the peak memory for the rest of the video's processing.
   num_samples = int(round(len(idx) / fps * sample_rate))
   if astream is None:
     audio, padded = np.zeros(num_samples, np.int16), 0
