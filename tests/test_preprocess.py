@@ -347,3 +347,17 @@ def test_a_dying_worker_skips_its_video_and_the_batch_goes_on(tmp_path, reals):
   assert report["num_written"] == 2
   assert [(s["video_id"], s["kind"]) for s in report["skipped"]] == [("v1", "error")]
   assert "worker process died" in report["skipped"][0]["message"]
+
+
+def test_five_point_landmark_files_and_bad_shapes(tmp_path, reals):
+  five = faces.five_from_68(reals[0]["landmarks"])  # [T, 5, 2]
+  five[10] = np.nan  # No face on frame 10.
+  np.save(tmp_path / "five.npy", five)
+  dets = faces.detections_from_landmarks(faces.load_landmarks(str(tmp_path / "five.npy")),
+                                         num_frames=60, scale=0.5)
+  assert [len(d) for d in dets[8:12]] == [1, 1, 0, 1] and len(dets[55]) == 0  # Past the file.
+  np.testing.assert_allclose(dets[0].points[0], five[0] * 0.5)
+  assert dets[0].landmarks68 is None
+  np.save(tmp_path / "bad.npy", np.zeros((5, 7, 2)))
+  with pytest.raises(ValueError, match="K in"):
+    faces.load_landmarks(str(tmp_path / "bad.npy"))

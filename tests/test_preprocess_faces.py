@@ -75,3 +75,18 @@ def test_two_faces_give_two_tracks_and_a_blank_video_no_face(tmp_path, detector)
                      np.zeros(T * 640, np.int16))
   res = video.process_video(video.VideoItem(path=blank, video_id="blank"), config, detector)
   assert res.skip[0] == decode.NO_FACE and not res.face_records
+
+
+def test_runner_with_mtcnn_counts_a_faceless_video_as_skipped(tmp_path, detector):
+  del detector  # Only for its one-thread TF setup; the runner builds its own.
+  from input_pipeline.preprocess import runner
+  path = _video(tmp_path, skdata.astronaut(), [_PATH])
+  blank = str(tmp_path / "blank.mp4")
+  encode.write_video(blank, np.full((T, 96, 96, 3), 90, np.uint8), np.zeros(T * 640, np.int16))
+  items = [video.VideoItem(path=path, video_id="astronaut"),
+           video.VideoItem(path=blank, video_id="blank")]
+  config = video.PreprocessConfig(crop_size=64, detect_max_side=320)
+  report = runner.run(items, str(tmp_path / "out"), "photo", config, detector="mtcnn",
+                      progress=False)
+  assert (report["num_written"], report["num_tracks"]) == (1, 1)
+  assert report["skipped_by_kind"] == {"no_face": 1}
