@@ -154,6 +154,11 @@ def test_tracks_link_by_iou_interpolate_gaps_and_split_after_long_gaps():
   dets = [_det([a(0)]) if t < 15 or t >= 45 else faces.Detections.empty() for t in range(60)]
   tracks = tracking.build_tracks(dets, min_frames=10, max_gap=25)
   assert [(tr.start, len(tr)) for tr in tracks] == [(0, 15), (45, 15)]
+  # A small background face (a crowd, a poster) is dropped relative to the main one.
+  small = [300, 10, 310, 20]
+  tracks = tracking.build_tracks([_det([b, small]) for _ in range(30)], min_frames=10,
+                                 min_relative_size=0.4)
+  assert len(tracks) == 1 and tracks[0].boxes[0, 0] == 200
   # Short flickers (false positives) are dropped.
   dets = [_det([b]) if t in (3, 20) else faces.Detections.empty() for t in range(30)]
   assert tracking.build_tracks(dets, min_frames=10) == []

@@ -95,14 +95,21 @@ def interpolate(tr: _Open) -> Track:
 
 
 def build_tracks(detections: Sequence[Detections], min_frames: int, min_iou: float = 0.3,
-                 max_gap: int = 25, min_detected: float = 0.5) -> List[Track]:
-  """Tracks of at least ``min_frames`` frames, detected on at least ``min_detected`` of them.
+                 max_gap: int = 25, min_detected: float = 0.5,
+                 min_relative_size: float = 0.0) -> List[Track]:
+  """Tracks of at least ``min_frames`` frames, detected on at least ``min_detected`` of them,
+  whose median face size is at least ``min_relative_size`` times the largest track's.
 
   The second condition drops tracks that are mostly interpolation, e.g. a false positive that
-  fired twice a second apart. Tracks are ordered by start frame, then by first box x; the
-  index in this list is the record's ``track_id``.
+  fired twice a second apart; the third drops background faces (a crowd behind the speaker, a
+  poster), which FakeOut's pipeline also filters by size. Tracks are ordered by start frame,
+  then by first box x; the index in this list is the record's ``track_id``.
   """
   tracks = [interpolate(tr) for tr in link(detections, min_iou, max_gap)]
   tracks = [tr for tr in tracks
             if len(tr) >= min_frames and tr.detected.mean() >= min_detected]
+  if tracks and min_relative_size > 0:
+    sizes = [float(np.median(np.sqrt(np.prod(tr.boxes[:, 2:] - tr.boxes[:, :2], -1))))
+             for tr in tracks]
+    tracks = [tr for tr, s in zip(tracks, sizes) if s >= min_relative_size * max(sizes)]
   return sorted(tracks, key=lambda tr: (tr.start, float(tr.boxes[0, 0])))

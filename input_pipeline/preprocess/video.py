@@ -37,6 +37,7 @@ class PreprocessConfig:
   min_seconds: float = 1.0  # Shorter videos are skipped as too_short.
   min_track_seconds: float = 1.0  # Shorter face tracks are dropped.
   min_iou: float = 0.3
+  min_relative_size: float = 0.4  # Tracks of faces smaller than this × the largest are dropped.
   max_gap: int = 25  # Frames a track may go undetected before it ends.
   require_audio: bool = True  # False: videos without audio get silence instead of a skip.
   max_seconds: Optional[float] = None  # Only the first max_seconds of each video.
@@ -82,7 +83,8 @@ def process_video(item: VideoItem, config: PreprocessConfig,
     dets = _detections(item, media, detector)
     min_frames = max(1, int(round(config.min_track_seconds * config.fps)))
     tracks = tracking.build_tracks(dets, min_frames, config.min_iou, config.max_gap,
-                                   min_detected=0.5 / config.detect_every)
+                                   min_detected=0.5 / config.detect_every,
+                                   min_relative_size=config.min_relative_size)
     if not tracks:
       found = sum(len(d) > 0 for d in dets)
       raise decode.MediaError(decode.NO_FACE, f"{item.path}: no face track of at least "
