@@ -22,6 +22,7 @@ import ml_collections
 
 from fakedet import config_variants
 from fakedet import sharding
+from fakedet.trainers import train
 from fakedet import warm_start
 from fakedet.objectives.video_detector import MMV_AUDIO_INIT_RULES, MMV_INIT_RULES
 from input_pipeline import config as input_config
@@ -77,6 +78,9 @@ def get_config(arg=None):
   config.mesh = sharding.mesh_config()
   config.init = warm_start.init_config()
   config.init.rules = MMV_AUDIO_INIT_RULES if audio else MMV_INIT_RULES
+  # "6 epochs, chosen by the validation set": the best checkpoint by validation video AUC is
+  # kept in <workdir>/best.
+  config.selection = train.selection_config("eval/overall/video_auc", "max")
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
   config.log_every = 50
   config.eval_every = 1000

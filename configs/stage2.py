@@ -27,6 +27,7 @@ import ml_collections
 from fakedet import config_variants
 from fakedet import optim
 from fakedet import sharding
+from fakedet.trainers import train
 from fakedet import warm_start
 from fakedet.objectives.video_detector import STAGE1_INIT_RULES
 from input_pipeline import config as input_config
@@ -88,6 +89,9 @@ def get_config(arg=None):
   config.mesh = sharding.mesh_config()
   config.init = warm_start.init_config()
   config.init.rules = STAGE1_INIT_RULES
+  # Early stopping on validation video AUC (patience: our choice); the best state is kept in
+  # <workdir>/best for the evaluator.
+  config.selection = train.selection_config("eval/overall/video_auc", "max", patience=10)
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
   config.log_every = 50
   config.eval_every = 1000
@@ -138,6 +142,7 @@ def _demo(config):
   config.optim.schedule = "constant"
   config.optim.warmup_steps = 25
   config.init.workdir = "/tmp/fakedet_stage1"
+  config.selection.patience = 0  # Keep the best, but run all 400 steps.
   config.checkpoint.every_steps = 100
   config.log_every = 25
   config.eval_every = 100

@@ -10,10 +10,11 @@ SIGTERM (TPU/GCP preemption) sets a flag that the training loop polls: it saves 
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -74,4 +75,61 @@ class Checkpointer:
 
   def close(self):
     self.manager.wait_until_finished()
+    self.manager.close()
+
+
+class BestCheckpoint:
+  """Model selection: keeps the state with the best value of one evaluation metric.
+
+  The state goes to ``<workdir>/best/checkpoints/<step>`` (a workdir-shaped folder, so
+  ``fakedet.evaluate --checkpoint=<workdir>/best`` scores it) and ``best/best.json`` records
+  the metric, its best value and step, and how many evaluations since then did not improve
+  it — which is what early stopping counts, and what a resumed run reads back.
+  """
+
+  def __init__(self, workdir: str, metric: str, mode: str = "max", patience: int = 0):
+    if mode not in ("max", "min"):
+      raise ValueError(f"selection.mode={mode!r}; allowed: max, min")
+    self.metric, self.mode, self.patience = metric, mode, patience
+    self.dir = os.path.join(workdir, "best")
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(self.dir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             enable_async_checkpointing=False),
+        item_names=("state",))
+    self.record = {"metric": metric, "mode": mode, "value": None, "step": None, "stale": 0}
+    path = os.path.join(self.dir, "best.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        self.record.update(json.load(f))
+
+  def _better(self, value: float) -> bool:
+    best = self.record["value"]
+    return best is None or (value > best if self.mode == "max" else value < best)
+
+  def update(self, step: int, state: Any, metrics: Mapping[str, float]) -> bool:
+    """Saves ``state`` if ``metrics[metric]`` improved; returns whether it did."""
+    if self.metric not in metrics:
+      raise KeyError(f"selection.metric={self.metric!r} is not an evaluation metric of this "
+                     f"run; it has {sorted(metrics)}")
+    value = float(metrics[self.metric])
+    improved = self._better(value)
+    if improved:
+      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                        force=True)
+      self.manager.wait_until_finished()
+      self.record.update(value=value, step=step, stale=0)
+    else:
+      self.record["stale"] += 1
+    if jax.process_index() == 0:
+      with open(os.path.join(self.dir, "best.json"), "w") as f:
+        json.dump(self.record, f, indent=1)
+    return improved
+
+  @property
+  def should_stop(self) -> bool:
+    """Early stopping: ``patience`` evaluations in a row without improvement (0 = never)."""
+    return self.patience > 0 and self.record["stale"] >= self.patience
+
+  def close(self):
     self.manager.close()

@@ -6,7 +6,7 @@ rejects anything the config does not offer, so a typo fails before anything is b
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Union
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import ml_collections
 
@@ -31,13 +31,25 @@ def parse(arg: Optional[str], flags: Iterable[str] = (), keys: Iterable[str] = (
 def hold_out(config: ml_collections.ConfigDict, family: str, source: str = "forgery",
              families=FAMILIES) -> None:
   """Leave-one-manipulation-out (RealForensics Table 1, FakeOut Table 2): train on the reals and
-  every family of ``families`` but ``family``; evaluate on the reals and ``family`` only."""
+  every family of ``families`` but ``family``.
+
+  The periodic evaluation (and model selection) sees the validation split's reals and the
+  SEEN families only: choosing a checkpoint by the held-out family would leak the test. The
+  held-out test is ``test_split_overrides(family)`` on the evaluator.
+  """
   if family not in families:
     raise ValueError(f"holdout={family!r}: not a manipulation of this dataset; choose one of "
                      f"{', '.join(families)}")
   if source not in config.input.sources:
     raise KeyError(f"holdout: config.input.sources has no {source!r} (has "
                    f"{sorted(config.input.sources)})")
-  config.input.sources[source].manipulations = ("real",) + tuple(
-      f for f in families if f != family)
-  config.input.eval.manipulations = ("real", family)
+  seen = ("real",) + tuple(f for f in families if f != family)
+  config.input.sources[source].manipulations = seen
+  config.input.eval.manipulations = seen
+
+
+def test_split_overrides(family: str, split: str = "test") -> Tuple[str, ...]:
+  """``fakedet.evaluate`` flags that score the held-out ``family`` against the reals of
+  ``split`` (the split no training or model-selection step looked at)."""
+  return (f"--config.input.eval.split={split}",
+          f"--config.input.eval.manipulations=('real', '{family}')")

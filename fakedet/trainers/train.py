@@ -45,10 +45,19 @@ def reference_config() -> ml_collections.ConfigDict:
                                          scale_with_batch=True, schedule="constant")),
       mesh=sharding_lib.mesh_config(),
       init=warm_start.init_config(),  # Start sub-trees from another run's checkpoint.
+      selection=selection_config(),
       optim=optim.default_config(),
       objective=ml_collections.ConfigDict(dict(name="")),
       model=ml_collections.ConfigDict(),
       input=input_config.input_config()))
+
+
+def selection_config(metric: str = "", mode: str = "max",
+                     patience: int = 0) -> ml_collections.ConfigDict:
+  """Model selection on the periodic evaluations: keep the best state in <workdir>/best by
+  ``metric`` (e.g. "eval/overall/video_auc" for a detector; "" = off), and stop after
+  ``patience`` evaluations without improvement (0 = never)."""
+  return ml_collections.ConfigDict(dict(metric=metric, mode=mode, patience=patience))
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -136,9 +145,18 @@ def device_batch(batch: Mapping[str, np.ndarray], keys, mesh) -> Dict[str, jax.A
   return pipeline.to_global({k: batch[k] for k in keys}, mesh, axis=sharding_lib.BATCH_AXES)
 
 
-def evaluate(state, objective, config, mesh, eval_step) -> Dict[str, float]:
-  """Sums the objective's per-batch statistics over the held-out split; global figures."""
+def evaluate(state, objective, config, mesh, eval_step, score_step=None) -> Dict[str, float]:
+  """Held-out figures, global (never per host).
+
+  A detector (``score_step`` given) has every eval clip scored and gets the evaluator's AUC /
+  accuracy / AP / EER, clip- and video-level, overall and per manipulation; other objectives
+  sum their per-batch statistics over the split.
+  """
   from input_pipeline import pipeline
+  if score_step is not None:
+    from fakedet.evaluation import report, scoring
+    scores = scoring.score_clips(config.input, objective, state, mesh, score_step, log_every=0)
+    return report.flat_scalars(report.build_report(scores))
   totals: Dict[str, float] = {}
   keys = tuple(objective.eval_keys) + ("valid",)
   for i, batch in enumerate(pipeline.eval_dataset(config.input)):
@@ -155,7 +173,8 @@ def evaluate(state, objective, config, mesh, eval_step) -> Dict[str, float]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   from clu import metric_writers, periodic_actions
-  from fakedet.checkpointing import Checkpointer
+  from fakedet.checkpointing import BestCheckpoint, Checkpointer
+  from fakedet.evaluation import scoring
   from input_pipeline import pipeline
 
   mesh = sharding_lib.make_mesh(config.mesh)
@@ -185,6 +204,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   step_fn = jit_train_step(objective, tx, ema_momentum_fn(config, batch_size, steps), shardings,
                            mesh)
   eval_step = jax.jit(objective.eval_step)
+  score_step = (scoring.jit_score_step(objective, shardings, mesh)
+                if scoring.has_predict(objective) else None)
+  sel = config.selection
+  best = BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience) if sel.metric else None
+
+  def run_eval(step):
+    metrics = evaluate(state, objective, config, mesh, eval_step, score_step)
+    writer.write_scalars(step, metrics)
+    if best is not None and metrics:
+      best.update(step, state, metrics)
+    return metrics
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
@@ -196,7 +226,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   history = []
   lr_fns = optim.learning_rates(optim_cfg, steps)
   t0 = time.perf_counter()
-  while step < steps:
+  while step < steps and not (best is not None and best.should_stop):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       batch = device_batch(next(train_iter), objective.input_keys, mesh)
       state, metrics = step_fn(state, batch, train_rng)
@@ -215,9 +245,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       writer.write_scalars(step, scalars)
       history.append({"step": step, **scalars})
     if config.eval_every and step % config.eval_every == 0 and step < steps:
-      writer.write_scalars(step, evaluate(state, objective, config, mesh, eval_step))
+      run_eval(step)
+    early = best is not None and best.should_stop
+    if early:
+      logging.warning("early stopping at step %d: %s has not improved for %d evaluations "
+                      "(best %.4f at step %d)", step, sel.metric, sel.patience,
+                      best.record["value"], best.record["step"])
     stop = ckpt.should_stop(step)
-    if stop or step % config.checkpoint.every_steps == 0 or step == steps:
+    if stop or early or step % config.checkpoint.every_steps == 0 or step == steps:
       ckpt.save(step, state, train_iter, force=True)
       last_good = step
     if stop:
@@ -227,8 +262,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   result = {"step": step, "last_checkpoint": last_good,
             "seconds": time.perf_counter() - t0, "train": history[-1] if history else {}}
   if step == steps:
-    result["eval"] = evaluate(state, objective, config, mesh, eval_step)
-    writer.write_scalars(step, result["eval"])
+    result["eval"] = run_eval(step)
+  if best is not None:
+    result["best"] = dict(best.record)
+    best.close()
   writer.flush()
   logging.info("finished: %s", result)
   return result
