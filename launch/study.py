@@ -6,7 +6,9 @@
    ``configs/mmv.py:demo``.
 2. For every method and every held-out forgery family: train ``<config>:demo,holdout=FAMILY``
    (stage 2 warm-started from step 1's stage 1, FakeOut from its MMV run, the baseline from
-   scratch) and evaluate it with ``fakedet.evaluate`` on the held-out family + the reals.
+   scratch; checkpoint selection by validation AUC on the three seen families) and evaluate the
+   selected checkpoint with ``fakedet.evaluate`` on the held-out family + the reals of the
+   TEST split (6 identities no step has seen).
 3. ``study.md`` and ``study.json`` in the workdir: video-level AUC (and clip-level, AP, EER) per
    held-out family and method, as RealForensics Table 1 / FakeOut Table 2.
 
@@ -27,6 +29,7 @@ from typing import Dict, List, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from fakedet import config_variants  # noqa: E402
 from input_pipeline.synthetic.forgeries import FAMILIES  # noqa: E402
 
 # method → (config file, extra variant flags, pretraining run it starts from or None).
@@ -85,12 +88,15 @@ def train(config: str, workdir: str, overrides: Sequence[str] = ()) -> None:
        os.path.join(workdir, "train.log"))
 
 
-def evaluate(config: str, workdir: str, overrides: Sequence[str] = ()) -> Dict:
+def evaluate(config: str, workdir: str, family: str, overrides: Sequence[str] = ()) -> Dict:
+  """The run's best checkpoint (by validation AUC on the seen families) on the held-out family
+  and the reals of the test split."""
   out = os.path.join(workdir, "eval_holdout")
   report = os.path.join(out, "report.json")
   if not os.path.exists(report):
-    _run(["fakedet.evaluate", f"--config=configs/{config}", f"--checkpoint={workdir}",
-          f"--output_dir={out}", *overrides], os.path.join(workdir, "eval.log"))
+    _run(["fakedet.evaluate", f"--config=configs/{config}",
+          f"--checkpoint={os.path.join(workdir, 'best')}", f"--output_dir={out}", *overrides,
+          *config_variants.test_split_overrides(family)], os.path.join(workdir, "eval.log"))
   with open(report) as f:
     return json.load(f)
 
@@ -142,15 +148,16 @@ def main(argv=None) -> None:
         overrides.append(f"--config.total_steps={args.steps}")
       print(f"{m}, held out {family}", flush=True)
       train(config, run_dir, overrides)
-      report = evaluate(config, run_dir, [o for o in overrides if "total_steps" not in o])
+      report = evaluate(config, run_dir, family, [o for o in overrides if "total_steps" not in o])
       video, clip = report["video"][family], report["clip"][family]
       results.setdefault(m, {})[family] = {
           "video_auc": video["auc"], "video_ap": video["ap"], "video_eer": video["eer"],
           "clip_auc": clip["auc"], "step": report["step"], "workdir": run_dir}
 
   md = ["# Leave-one-manipulation-out on the embedded synthetic dataset",
-        "", "Video-level ROC-AUC (%) on the held-out family vs the reals of `synthetic:demo` val "
-        "(trained on the other three families).", "", table(results, families), ""]
+        "", "Video-level ROC-AUC (%) on the held-out family vs the reals of the `synthetic:demo` "
+        "test split (trained on the other three families; checkpoint chosen by validation AUC "
+        "on those three).", "", table(results, families), ""]
   with open(os.path.join(work, "study.md"), "w") as f:
     f.write("\n".join(md))
   with open(os.path.join(work, "study.json"), "w") as f:
