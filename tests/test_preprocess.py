@@ -89,6 +89,18 @@ def test_decode_resamples_30fps_video_and_48khz_audio(tmp_path):
   assert abs(np.argmax(spectrum) - 440) <= 1  # 1 Hz bins over one second.
 
 
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_decode_turns_phone_video_upright(tmp_path, rotation):
+  frames = np.zeros((25, 48, 64, 3), np.uint8)
+  frames[:, :8, :8] = 255  # A marker in the coded frame's top-left corner.
+  path = str(tmp_path / "phone.mp4")
+  encode.write_video(path, frames, np.zeros(16000, np.int16), rotation=rotation)
+  media = decode.read_video(path)
+  expected = np.rot90(frames[0], rotation // 90)  # Counter-clockwise, as the display matrix.
+  assert media.frames.shape[1:] == expected.shape
+  assert np.abs(media.frames[0].astype(int) - expected).mean() < 8
+
+
 def test_decode_errors_are_typed(tmp_path, reals):
   rec = reals[0]
   silent, _ = _write(str(tmp_path), rec, "silent.mp4", audio=False, landmarks=False)

@@ -96,6 +96,18 @@ def place_audio(chunks: List[np.ndarray], start: float, sample_rate: int,
   return audio.astype(np.int16), padded
 
 
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+  """The frame as a player shows it: phones store portrait video as landscape frames plus a
+  display matrix, and a face lying on its side is one no detector finds.
+
+  ``rotation``: PyAV's ``VideoFrame.rotation``, the counter-clockwise angle (degrees) the
+  display matrix turns the coded frame by; multiples of 90° only (others do not occur in
+  practice and would need resampling).
+  """
+  k = int(round(rotation / 90.0)) % 4
+  return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
 def output_size(width: int, height: int, max_side: Optional[int]) -> Tuple[int, int]:
   """(width, height) after downscaling so the longer side is at most ``max_side`` (even sizes)."""
   if not max_side or max(width, height) <= max_side:
@@ -166,7 +178,8 @@ def _decode(container, streams, vstream, astream, path, fps, sample_rate, max_si
       if size is None:
         size = output_size(frame.width, frame.height, max_side)
         scale = size[0] / frame.width
-      frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+      frames.append(upright(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]),
+                            frame.rotation))
       times.append(frame.time)
     else:
       if audio_start is None:

@@ -18,11 +18,12 @@ CODECS = {".mp4": ("libx264", "aac"), ".mov": ("libx264", "aac"),
 
 def write_video(path: str, frames: np.ndarray, audio: Optional[np.ndarray], fps: float = 25.0,
                 sample_rate: int = 16000, video_codec: Optional[str] = None,
-                audio_codec: Optional[str] = None, crf: int = 18) -> None:
+                audio_codec: Optional[str] = None, crf: int = 18, rotation: int = 0) -> None:
   """Encodes frames uint8 [T, H, W, 3] RGB and mono int16 audio [N] (None: no audio track).
 
   Codecs default from the extension (``CODECS``); odd frame sizes are cropped to even ones
-  because yuv420p needs them.
+  because yuv420p needs them. ``rotation`` stores a display matrix turning the frames by that
+  many degrees counter-clockwise (as a phone does for portrait video).
   """
   import av  # pylint: disable=import-outside-toplevel
   from fractions import Fraction  # pylint: disable=import-outside-toplevel
@@ -34,6 +35,8 @@ def write_video(path: str, frames: np.ndarray, audio: Optional[np.ndarray], fps:
   with av.open(path, "w") as out:
     vs = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
     vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    if rotation:
+      vs.set_display_rotation(rotation)
     if vcodec == "libx264":
       vs.options = {"crf": str(crf), "preset": "veryfast"}
     astream = None

@@ -13,7 +13,7 @@ protobuf 4 and jax 0.7.1. OpenCV 5 dropped the Haar cascades. See docs/preproces
 
 User landmark files (``load_landmarks``): ``.npy`` or ``.json`` holding an array
 ``[T, K, 2]`` (one face) or ``[T, F, K, 2]`` (up to F faces per frame) of (x, y) pixel
-coordinates in the *source* video's frame size, one row per output frame (25 fps), NaN (JSON:
+coordinates in the *source* video's upright frame size, one row per output frame (25 fps), NaN (JSON:
 ``null``) where a face is absent; ``K`` is 68 (iBUG 300-W order, e.g. FAN / dlib) or 5
 (``POINTS`` order). A JSON file may also be ``{"landmarks": <array>}``.
 """
