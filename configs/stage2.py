@@ -21,6 +21,10 @@ synthetic data and the stage-1 demo's model, starting from ``configs/stage1.py:d
 
   python -m fakedet.main --config=configs/stage2.py:demo --workdir=/tmp/fakedet_stage2
   python -m fakedet.main --config=configs/stage2.py:demo,baseline --workdir=/tmp/fakedet_baseline
+
+Measured (idle 2-core CPU, 400 steps of 16 forgery-set + 8 extra clips, 48-px crops): stage 2
+6 min 1 s wall, validation video AUC 0.74 / 0.84 / 0.80 / 0.90 at steps 100–400; the baseline
+4 min 58 s, 0.50 / 0.52 / 0.53 / 0.59 (docs/detectors.md).
 """
 import ml_collections
 
