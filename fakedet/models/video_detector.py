@@ -74,7 +74,9 @@ class VideoDetector(nn.Module):
     frames = self.backbone_net(video, train=train)["frames"]
     pooled = jnp.mean(frames, axis=1)
     if audio is not None:
-      pooled = jnp.concatenate([pooled, self.audio_net(audio, train=train)["pooled"]], axis=-1)
+      a = self.audio_net(audio, train=train)
+      a = a["pooled"] if "pooled" in a else jnp.mean(a["frames"], axis=1)  # Per-frame nets.
+      pooled = jnp.concatenate([pooled, a], axis=-1)
     logit = self.classifier_head(pooled)
     out = {"frames": frames, "pooled": pooled,
            "logit": logit if logit.ndim == 1 else logit[:, 0]}

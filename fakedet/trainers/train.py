@@ -206,7 +206,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   eval_step = jax.jit(objective.eval_step)
   score_step = (scoring.jit_score_step(objective, shardings, mesh)
                 if scoring.has_predict(objective) else None)
-  sel = config.selection
+  sel = config.get("selection") or selection_config()  # Configs written before it: off.
   best = BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience) if sel.metric else None
 
   def run_eval(step):
