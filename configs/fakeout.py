@@ -26,9 +26,9 @@ import ml_collections
 
 from fakedet import config_variants
 from fakedet import sharding
-from fakedet.trainers import train
 from fakedet import warm_start
 from fakedet.objectives.video_detector import MMV_AUDIO_INIT_RULES, MMV_INIT_RULES
+from fakedet.trainers import train
 from input_pipeline import config as input_config
 
 TRAIN_OPS = "{crop_op}(size={crop}, resize={size})|flip|color_jitter"

@@ -32,6 +32,7 @@ import ml_collections
 
 from fakedet import sharding
 from fakedet import warm_start
+from fakedet.trainers import train
 from input_pipeline import config as input_config
 
 TRAIN_OPS = ("{train_crop}(size={crop}, resize={size})|flip|color_jitter"
@@ -98,6 +99,7 @@ def get_config(arg=None):
                                               scale_with_batch=True, schedule="constant"))  # unused
   config.mesh = sharding.mesh_config()
   config.init = warm_start.init_config()  # MMV pretraining starts from scratch.
+  config.selection = train.selection_config()  # No model selection: keep the last state.
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3, async_save=True))
   config.log_every = 100
   config.eval_every = 5000

@@ -23,6 +23,7 @@ import ml_collections
 from fakedet import optim
 from fakedet import sharding
 from fakedet import warm_start
+from fakedet.trainers import train
 from input_pipeline import config as input_config
 
 # Teacher view clean, student view cropped independently (paper §3.1, B.3) ...
@@ -87,6 +88,7 @@ def get_config(arg=None):
                                               scale_with_batch=True, schedule="constant"))
   config.mesh = sharding.mesh_config()
   config.init = warm_start.init_config()  # Stage 1 starts from scratch.
+  config.selection = train.selection_config()  # No model selection: keep the last state.
   config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
   config.log_every = 50
   config.eval_every = 2000

@@ -31,9 +31,9 @@ import ml_collections
 from fakedet import config_variants
 from fakedet import optim
 from fakedet import sharding
-from fakedet.trainers import train
 from fakedet import warm_start
 from fakedet.objectives.video_detector import STAGE1_INIT_RULES
+from fakedet.trainers import train
 from input_pipeline import config as input_config
 
 # Stage-1 views (one crop, flip, random grey) and the paper's video masking (B.3).

@@ -150,3 +150,10 @@ def test_data_preview_runs_and_resumes_where_it_stopped(tiny_dir, tmp_path):
       resumed["clips_per_source_manipulation"].get(k, 0)
       for k in straight["clips_per_source_manipulation"]}
   assert os.path.exists(tmp_path / "a" / data_preview.SHEET_FILE)
+
+
+def test_config_without_a_trainer_section_names_it():
+  config = _load(os.path.join(ROOT, "configs", "stage1.py"), "demo")
+  del config["selection"]
+  with pytest.raises(KeyError, match=r"config lacks \['selection'\].*reference_config"):
+    trainers.get(config.trainer).check(config)

@@ -62,6 +62,11 @@ def selection_config(metric: str = "", mode: str = "max",
 
 def check(config: ml_collections.ConfigDict) -> None:
   ref = reference_config()
+  missing = sorted(set(ref) - set(config))
+  if missing:
+    raise KeyError(f"config lacks {missing}; the trainer reads every top-level key of "
+                   "fakedet.trainers.train.reference_config() (start from its defaults, e.g. "
+                   "config.selection = train.selection_config())")
   config_check.check_against(
       {k: v for k, v in config.items() if k not in ("objective", "model", "optim")}, ref,
       "config", open_keys=("config.input.sources",))
@@ -206,7 +211,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   eval_step = jax.jit(objective.eval_step)
   score_step = (scoring.jit_score_step(objective, shardings, mesh)
                 if scoring.has_predict(objective) else None)
-  sel = config.get("selection") or selection_config()  # Configs written before it: off.
+  sel = config.selection
   best = BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience) if sel.metric else None
 
   def run_eval(step):
