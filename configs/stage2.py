@@ -132,21 +132,9 @@ def _demo(config):
   # As the stage-1 demo: crops and flips, no masking (it slows a short run).
   config.input.train_ops = TRAIN_OPS.format(crop=84, size=48)
   config.input.eval.ops = EVAL_OPS.format(crop=84, size=48)
-  config.input.sources.forgery.data_dir = "synthetic:demo"
-  config.input.sources.forgery.batch_size = 16
+  config_variants.synthetic_detector_demo(config, init_workdir="/tmp/fakedet_stage1")
   config.input.sources.reals.data_dir = "synthetic:extra"
   config.input.sources.reals.batch_size = 8
-  config.input.eval.data_dir = "synthetic:demo"
-  config.input.eval.clips_per_video = 2
-  config.input.eval.batch_size = 60
-  config.input.num_workers = 0
-  config.num_epochs = 0.0
-  config.total_steps = 400
   config.optim.lr = 1e-3
   config.optim.schedule = "constant"
-  config.optim.warmup_steps = 25
-  config.init.workdir = "/tmp/fakedet_stage1"
   config.selection.patience = 0  # Keep the best, but run all 400 steps.
-  config.checkpoint.every_steps = 100
-  config.log_every = 25
-  config.eval_every = 100

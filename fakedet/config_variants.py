@@ -53,3 +53,23 @@ def test_split_overrides(family: str, split: str = "test") -> Tuple[str, ...]:
   ``split`` (the split no training or model-selection step looked at)."""
   return (f"--config.input.eval.split={split}",
           f"--config.input.eval.manipulations=('real', '{family}')")
+
+
+def synthetic_detector_demo(config: ml_collections.ConfigDict, init_workdir: str,
+                            steps: int = 400) -> None:
+  """The detectors' ``:demo`` data and schedule: the ``forgery`` source (16 clips per step) and
+  the evaluation (every val video, 2 clips each) on ``synthetic:demo``, ``steps`` steps with an
+  evaluation — hence a model-selection point — every 100, starting from ``init_workdir``."""
+  config.input.sources.forgery.data_dir = "synthetic:demo"
+  config.input.sources.forgery.batch_size = 16
+  config.input.eval.data_dir = "synthetic:demo"
+  config.input.eval.clips_per_video = 2
+  config.input.eval.batch_size = 60
+  config.input.num_workers = 0
+  config.num_epochs = 0.0
+  config.total_steps = steps
+  config.optim.warmup_steps = 25
+  config.init.workdir = init_workdir
+  config.checkpoint.every_steps = 100
+  config.log_every = 25
+  config.eval_every = 100
