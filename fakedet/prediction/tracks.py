@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from input_pipeline import records
-from input_pipeline.preprocess import decode, faces, tracking, video
+from input_pipeline.preprocess import decode, faces, video
 
 SOURCE = "predict"  # The ``source`` field of the in-memory records.
 
@@ -123,16 +123,7 @@ def face_tracks(path: str, video_id: str, config: video.PreprocessConfig,
       raise ValueError(f"{path}: no landmark file and no face detector")
     dets = detector()(media.frames)
     faces_from = "mtcnn"
-  # The same track settings as video.process_video.
-  min_frames = max(1, int(round(config.min_track_seconds * config.fps)))
-  found = tracking.build_tracks(dets, min_frames, config.min_iou, config.max_gap,
-                                min_detected=0.5 / config.detect_every,
-                                min_relative_size=config.min_relative_size)
-  if not found:
-    n = sum(len(d) > 0 for d in dets)
-    raise decode.MediaError(decode.NO_FACE, f"{path}: no face track of at least "
-                            f"{config.min_track_seconds:g} s (faces found on {n} of "
-                            f"{len(dets)} frames)")
+  found = video.face_tracks(dets, config, path)  # The preprocessing's track settings.
   item = video.VideoItem(path=path, video_id=video_id, source=SOURCE)
   out = []
   for track_id, tr in enumerate(found):

@@ -73,6 +73,21 @@ class VideoResult:
   stats: Optional[Dict[str, Any]] = None
 
 
+def face_tracks(dets, config, path: str):
+  """Per-frame detections → face tracks with the config's track settings; no track at all is
+  a NO_FACE MediaError naming ``path`` (shared by preprocessing and the predict CLI)."""
+  min_frames = max(1, int(round(config.min_track_seconds * config.fps)))
+  tracks = tracking.build_tracks(dets, min_frames, config.min_iou, config.max_gap,
+                                 min_detected=0.5 / config.detect_every,
+                                 min_relative_size=config.min_relative_size)
+  if not tracks:
+    found = sum(len(d) > 0 for d in dets)
+    raise decode.MediaError(decode.NO_FACE, f"{path}: no face track of at least "
+                            f"{config.min_track_seconds:g} s (faces found on {found} of "
+                            f"{len(dets)} frames)")
+  return tracks
+
+
 def process_video(item: VideoItem, config: PreprocessConfig,
                   detector: Optional[Detector] = None) -> VideoResult:
   """Runs the whole transform on one file; every expected failure becomes ``skip``."""
@@ -81,15 +96,7 @@ def process_video(item: VideoItem, config: PreprocessConfig,
     media = decode.read_video(item.path, config.fps, config.sample_rate, config.max_side,
                               config.min_seconds, config.require_audio, config.max_seconds)
     dets = _detections(item, media, detector)
-    min_frames = max(1, int(round(config.min_track_seconds * config.fps)))
-    tracks = tracking.build_tracks(dets, min_frames, config.min_iou, config.max_gap,
-                                   min_detected=0.5 / config.detect_every,
-                                   min_relative_size=config.min_relative_size)
-    if not tracks:
-      found = sum(len(d) > 0 for d in dets)
-      raise decode.MediaError(decode.NO_FACE, f"{item.path}: no face track of at least "
-                              f"{config.min_track_seconds} s (faces found on {found} of "
-                              f"{len(dets)} frames)")
+    tracks = face_tracks(dets, config, item.path)
   except decode.MediaError as e:
     return VideoResult(item, [], [], (e.kind, e.message), elapsed=time.perf_counter() - start)
   face_recs, mouth_recs = [], []
