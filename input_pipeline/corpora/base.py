@@ -8,6 +8,7 @@ download is reported the same way for every corpus.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -123,6 +124,19 @@ def stem(name: str) -> str:
 def rel_id(path: str, start: str) -> str:
   """``path`` relative to ``start``, '/'-separated, without extension."""
   return os.path.splitext(os.path.relpath(path, start))[0].replace(os.sep, "/")
+
+
+def read_json(path: str, kind: type, expected: str):
+  """A JSON file whose top level must be ``kind``; anything else is a CorpusError saying what
+  was ``expected``."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CorpusError(f"{path}: not JSON ({e})") from None
+  if not isinstance(value, kind):
+    raise CorpusError(f"{path}: expected {expected}")
+  return value
 
 
 def read_lines(path: str) -> List[str]:

@@ -18,7 +18,6 @@ fake has manipulation ``DFDC``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -89,13 +88,7 @@ def read(root: str, *, subset: Optional[str] = None,
 def _rows(path: str, default_split: str):
   """(file name, {label, split, original?, augmentations?}) of one label file."""
   if path.endswith(".json"):
-    try:
-      with open(path) as f:
-        meta = json.load(f)
-    except json.JSONDecodeError as e:
-      raise base.CorpusError(f"{path}: not JSON ({e})") from None
-    if not isinstance(meta, dict):
-      raise base.CorpusError(f"{path}: expected an object keyed by video file name")
+    meta = base.read_json(path, dict, "an object keyed by video file name")
     for name, info in sorted(meta.items()):
       if not isinstance(info, dict) or not ("label" in info or "is_fake" in info):
         raise base.CorpusError(f"{path}: entry {name!r} has neither 'label' (REAL/FAKE) nor "

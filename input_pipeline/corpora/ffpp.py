@@ -12,7 +12,6 @@ and follow the same split; DeepFakeDetection has no official split (see ``read``
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -52,13 +51,7 @@ def load_splits(splits_dir: str) -> Dict[str, List[Tuple[str, str]]]:
     if not os.path.isfile(path):
       raise base.CorpusError(f"FaceForensics++ split file {path} is missing (expected "
                              f"train.json, val.json and test.json from {SPLITS_URL})")
-    try:
-      with open(path) as f:
-        rows = json.load(f)
-    except json.JSONDecodeError as e:
-      raise base.CorpusError(f"{path}: not JSON ({e})") from None
-    if not isinstance(rows, list):
-      raise base.CorpusError(f"{path}: expected a list of [target, source] id pairs")
+    rows = base.read_json(path, list, "a list of [target, source] id pairs")
     pairs[split] = []
     for n, row in enumerate(rows):
       if (not isinstance(row, list) or len(row) != 2
