@@ -111,13 +111,3 @@ class VideoDetection(Objective):
   def predict(self, state, batch):
     """The raw (unadjusted) clip logits: logit adjustment only shifts the training loss."""
     return self._forward(state, batch)["logit"]
-
-  def eval_step(self, state, batch):
-    """Clip-level sums (accuracy at p = 0.5 and BCE on the raw, unadjusted logit)."""
-    out = self._forward(state, batch)
-    w = batch["valid"].astype(jnp.float32)
-    labels = batch["label"]
-    correct = ((out["logit"] > 0) == (labels == 1)).astype(jnp.float32)
-    bce = detection.logit_adjusted_bce(out["logit"], labels, jnp.float32(0.5), batch["valid"])
-    return {"count": jnp.sum(w), "clip_accuracy": jnp.sum(correct * w),
-            "clip_bce": bce * jnp.sum(w)}
