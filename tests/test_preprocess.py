@@ -324,8 +324,8 @@ def test_unexpected_errors_are_skipped_not_raised(tmp_path, reals, monkeypatch):
   def boom(*args, **kwargs):
     raise RuntimeError("boom")
   monkeypatch.setattr(video.align, "warp", boom)
-  runner._init_worker(video.PreprocessConfig(), "none")  # pylint: disable=protected-access
-  r = runner._work(item)  # pylint: disable=protected-access
+  runner.init_worker(video.PreprocessConfig(), "none")
+  r = runner.work(item)
   assert r["skip"][0] == decode.INTERNAL_ERROR and "boom" in r["skip"][1]
 
 

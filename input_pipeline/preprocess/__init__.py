@@ -5,7 +5,8 @@
 Modules, one concern each: ``decode`` (PyAV → 25 fps frames + 16 kHz int16 audio, typed
 errors), ``faces`` (MTCNN or user landmark files → per-frame detections), ``tracking`` (IoU tracks
 with gap interpolation), ``align`` (12-frame smoothing, similarity warp, face/mouth crops),
-``video`` (the per-video transform), ``runner`` (multiprocessing, shards, resume, manifest).
+``video`` (the per-video transform), ``runner`` (multiprocessing, shards, resume, manifest),
+``beam_pipeline`` (the same as an Apache Beam pipeline; imported on demand, needs the extra).
 See docs/preprocessing.md.
 """
 from input_pipeline.preprocess.decode import SKIP_KINDS, Media, MediaError, read_video

@@ -6,6 +6,13 @@
 
 Rerunning the same command resumes (committed shards are kept). Exits 0 when the dataset is
 complete, even if some videos were skipped; the summary line and OUT/preprocess.json list them.
+
+``--beam`` runs the same transform as an Apache Beam pipeline (``pip install -e ".[beam]"``);
+arguments after ``--`` are Beam pipeline options (default: the DirectRunner here), e.g.
+
+  python -m input_pipeline.preprocess --beam --videos=gs://b/vox2.jsonl --out_dir=gs://b/vox2 \
+      --name=vox2 --num_shards=2048 -- --runner=DataflowRunner --project=P --region=R \
+      --temp_location=gs://b/tmp --sdk_container_image=IMAGE
 """
 from __future__ import annotations
 
@@ -19,7 +26,11 @@ from input_pipeline.preprocess import runner, video
 _VIDEOS = flags.DEFINE_string("videos", None, "Directory scanned recursively for "
                               f"{'/'.join(runner.VIDEO_EXTENSIONS)} files, or a .jsonl list "
                               "with one VideoItem object per line.", required=True)
-_OUT = flags.DEFINE_string("out_dir", None, "Output dataset directory (local).", required=True)
+_OUT = flags.DEFINE_string("out_dir", None, "Output dataset directory (local; with --beam any "
+                           "Beam filesystem, e.g. gs://).", required=True)
+_BEAM = flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline; options after '--' go "
+                          "to Beam. --num_workers is then ignored (e.g. -- "
+                          "--direct_num_workers=8 --direct_running_mode=multi_processing).")
 _NAME = flags.DEFINE_string("name", "videos", "Dataset name (shard file prefix).")
 _SPLIT = flags.DEFINE_string("split", "train", "Split of scanned videos (list rows may override).")
 _SOURCE = flags.DEFINE_string("source", "videos", "Source dataset name stored in the records.")
@@ -41,11 +52,19 @@ _REQUIRE_AUDIO = flags.DEFINE_bool("require_audio", True,
 
 
 def main(argv):
-  del argv
+  pipeline_args = argv[1:]
+  if pipeline_args and not _BEAM.value:
+    raise app.UsageError(f"unexpected arguments {pipeline_args} (Beam options need --beam)")
   meta = dict(split=_SPLIT.value, source=_SOURCE.value, label=_LABEL.value,
               manipulation=_MANIP.value)
+  if _BEAM.value:
+    from input_pipeline.preprocess import beam_pipeline  # pylint: disable=import-outside-toplevel
   if _VIDEOS.value.endswith(".jsonl"):
-    items = runner.read_list(_VIDEOS.value, **meta)
+    read = beam_pipeline.read_list if _BEAM.value else runner.read_list
+    items = read(_VIDEOS.value, **meta)
+  elif "://" in _VIDEOS.value:
+    raise app.UsageError(f"--videos={_VIDEOS.value}: only local directories are scanned; give "
+                         "a .jsonl list for remote videos")
   else:
     items = runner.scan(_VIDEOS.value, _LANDMARKS.value, **meta)
   if not items:
@@ -54,8 +73,12 @@ def main(argv):
                                mouth=_MOUTH.value, detect_every=_EVERY.value,
                                max_seconds=_MAX_SECONDS.value,
                                require_audio=_REQUIRE_AUDIO.value)
-  report = runner.run(items, _OUT.value, _NAME.value, config, _SHARDS.value, _WORKERS.value,
-                      _DETECTOR.value)
+  if _BEAM.value:
+    report = beam_pipeline.run(items, _OUT.value, _NAME.value, config, _SHARDS.value,
+                               _DETECTOR.value, pipeline_args=pipeline_args)
+  else:
+    report = runner.run(items, _OUT.value, _NAME.value, config, _SHARDS.value,
+                        _WORKERS.value, _DETECTOR.value)
   print(f"{report['num_written']} videos -> {report['num_tracks']} face tracks, "
         f"{report['num_skipped']} skipped {report['skipped_by_kind']}; "
         f"details in {os.path.join(_OUT.value, runner.REPORT)}")

@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import time
 import traceback
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from input_pipeline import records
 from input_pipeline.preprocess import decode, video
@@ -51,18 +51,24 @@ def fingerprint(items: Sequence[video.VideoItem], config: video.PreprocessConfig
   return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _init_worker(config: video.PreprocessConfig, detector: str):
+def init_worker(config: video.PreprocessConfig, detector: str):
+  """Per-process setup for ``work``: single-threaded TF/OpenCV and the detector, built once."""
   from input_pipeline.preprocess import faces  # pylint: disable=import-outside-toplevel
   faces.set_single_thread(tensorflow=detector == "mtcnn")
   _worker["config"] = config
   _worker["detector"] = video.make_detector(config) if detector == "mtcnn" else None
 
 
-def _work(item: video.VideoItem) -> Dict[str, Any]:
+def work(item: video.VideoItem) -> Dict[str, Any]:
+  """``process_and_encode`` with this worker process' config and detector (``init_worker``)."""
+  return process_and_encode(item, _worker["config"], _worker["detector"])
+
+
+def process_and_encode(item: video.VideoItem, config: video.PreprocessConfig,
+                       detector: Optional[video.Detector]) -> Dict[str, Any]:
   """Processes and encodes one video; never raises, so one bad file cannot stop the batch."""
-  config = _worker["config"]
   try:
-    result = video.process_video(item, config, _worker["detector"])
+    result = video.process_video(item, config, detector)
     return video.encode_result(result, config.jpeg_quality)
   except Exception as e:  # pylint: disable=broad-except
     tb = traceback.format_exception_only(type(e), e)[-1].strip()
@@ -80,8 +86,8 @@ def _results(items: List[video.VideoItem], config: video.PreprocessConfig, detec
   """Results in input order, from spawned worker processes (safe after TF/JAX started
   threads) or inline for ``num_workers <= 1``."""
   if num_workers <= 1:
-    _init_worker(config, detector)
-    yield map(_work, items)
+    init_worker(config, detector)
+    yield map(work, items)
     return
   pool = _Pool(num_workers, config, detector)
   try:
@@ -106,7 +112,7 @@ class _Pool:
   def _new(self):
     from concurrent.futures import ProcessPoolExecutor  # pylint: disable=import-outside-toplevel
     n, config, detector = self.args
-    return ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), _init_worker,
+    return ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), init_worker,
                                (config, detector))
 
   def _restart(self):
@@ -119,7 +125,7 @@ class _Pool:
     queue = collections.deque()
     it = iter(items)
     for item in itertools.islice(it, ahead):
-      queue.append((item, self.executor.submit(_work, item)))
+      queue.append((item, self.executor.submit(work, item)))
     while queue:
       item, future = queue.popleft()
       try:
@@ -127,15 +133,15 @@ class _Pool:
       except BrokenProcessPool:
         self._restart()
         result = self._alone(item)
-        queue = collections.deque((i, self.executor.submit(_work, i)) for i, _ in queue)
+        queue = collections.deque((i, self.executor.submit(work, i)) for i, _ in queue)
       yield result
       for nxt in itertools.islice(it, 1):
-        queue.append((nxt, self.executor.submit(_work, nxt)))
+        queue.append((nxt, self.executor.submit(work, nxt)))
 
   def _alone(self, item: video.VideoItem) -> Dict[str, Any]:
     from concurrent.futures.process import BrokenProcessPool  # pylint: disable=import-outside-toplevel
     try:
-      return self.executor.submit(_work, item).result()
+      return self.executor.submit(work, item).result()
     except BrokenProcessPool:
       self._restart()
       return _failed(item, f"{item.path}: its worker process died (out of memory, or a crash "
@@ -159,8 +165,7 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
         writers[k].write(data)
         done["rows"][k].append(row)
     if r["skip"]:
-      done["skipped"].append({"path": r["item"]["path"], "video_id": r["item"]["video_id"],
-                              "split": split, "kind": r["skip"][0], "message": r["skip"][1]})
+      done["skipped"].append(skip_entry(r))
     else:
       done["videos"].append({"video_id": r["item"]["video_id"], "seconds": r["seconds"],
                              "elapsed": r["elapsed"], **(r["stats"] or {})})
@@ -192,14 +197,7 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
       (they are not written).
   """
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  if detector not in ("mtcnn", "none"):
-    raise ValueError(f"detector {detector!r}: expected 'mtcnn' or 'none'")
-  ids = collections.Counter((i.split, i.video_id) for i in items)
-  dup = [k for k, c in ids.items() if c > 1]
-  if dup:
-    raise ValueError(f"duplicate video ids (split, video_id): {dup[:5]}")
-  splits = list(dict.fromkeys(i.split for i in items))
-  shards = {s: num_shards if isinstance(num_shards, int) else num_shards[s] for s in splits}
+  splits, shards = check_items(items, detector, num_shards)
   state = os.path.join(out_dir, STATE_DIR)
   os.makedirs(state, exist_ok=True)
   if config.mouth:
@@ -220,6 +218,26 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
   wall = time.perf_counter() - start
   return _finish(out_dir, name, state, splits, shards, config, formats, detector, num_workers,
                  wall, len(pending))
+
+
+def check_items(items: Sequence[video.VideoItem], detector: str,
+                num_shards: Union[int, Mapping[str, int]]):
+  """The splits (in input order) and their shard counts; refuses what would corrupt a dataset."""
+  if detector not in ("mtcnn", "none"):
+    raise ValueError(f"detector {detector!r}: expected 'mtcnn' or 'none'")
+  ids = collections.Counter((i.split, i.video_id) for i in items)
+  dup = [k for k, c in ids.items() if c > 1]
+  if dup:
+    raise ValueError(f"duplicate video ids (split, video_id): {dup[:5]}")
+  splits = list(dict.fromkeys(i.split for i in items))
+  if not isinstance(num_shards, int) and set(splits) - set(num_shards):
+    raise ValueError(f"num_shards {dict(num_shards)} has no entry for splits "
+                     f"{sorted(set(splits) - set(num_shards))}")
+  shards = {s: num_shards if isinstance(num_shards, int) else num_shards[s] for s in splits}
+  bad = {s: n for s, n in shards.items() if n < 1}
+  if bad:
+    raise ValueError(f"num_shards {bad}: expected at least 1 shard per split")
+  return splits, shards
 
 
 def _marker(state: str, split: str, shard: int) -> str:
@@ -254,26 +272,46 @@ def _finish(out_dir, name, state, splits, shards, config, formats, detector, num
       files = [f for m in markers for f in m["files"][kind]]
       rows = [r for m in markers for r in m["rows"][kind]]
       per_kind[kind][s] = (files, rows, sum(1 for m in markers if m["files"][kind]))
-  seconds = sum(v["seconds"] for v in videos)
-  busy = sum(v["elapsed"] for v in videos)
-  report = {
-      "name": name, "config": dataclasses.asdict(config), "detector": detector,
-      "num_videos": len(videos) + len(skipped), "num_written": len(videos),
-      "num_skipped": len(skipped),
-      "skipped_by_kind": dict(collections.Counter(x["kind"] for x in skipped)),
-      "num_tracks": sum(v["tracks"] for v in videos), "video_seconds": seconds,
-      "worker_seconds": busy,
-      # Per core: a worker uses one core (TF and OpenCV are single-threaded there).
-      "video_seconds_per_worker_second": seconds / busy if busy else None,
-      "last_run": {"videos_processed": processed, "wall_seconds": wall, "workers": num_workers},
-      "skipped": skipped,
-  }
+  totals = {"num_written": len(videos), "num_tracks": sum(v["tracks"] for v in videos),
+            "video_seconds": sum(v["seconds"] for v in videos),
+            "worker_seconds": sum(v["elapsed"] for v in videos)}
+  report = summarize(name, config, detector, totals, skipped,
+                     {"videos_processed": processed, "wall_seconds": wall,
+                      "workers": num_workers})
   _write_json(os.path.join(out_dir, REPORT), report)
   if config.mouth:
     records.write_manifest(os.path.join(out_dir, MOUTH_DIR), f"{name}", per_kind["mouths"],
                            formats)
   records.write_manifest(out_dir, name, per_kind["faces"], formats)
   return report
+
+
+def summarize(name: str, config: video.PreprocessConfig, detector: str,
+              totals: Mapping[str, Any], skipped: List[Dict[str, Any]],
+              last_run: Mapping[str, Any]) -> Dict[str, Any]:
+  """The ``preprocess.json`` report (local and Beam runners write the same one).
+
+  ``totals``: ``num_written``, ``num_tracks``, ``video_seconds`` and ``worker_seconds`` summed
+  over the written videos; ``skipped``: one entry per skipped video.
+  """
+  seconds, busy = totals["video_seconds"], totals["worker_seconds"]
+  return {
+      "name": name, "config": dataclasses.asdict(config), "detector": detector,
+      "num_videos": totals["num_written"] + len(skipped), "num_written": totals["num_written"],
+      "num_skipped": len(skipped),
+      "skipped_by_kind": dict(collections.Counter(x["kind"] for x in skipped)),
+      "num_tracks": totals["num_tracks"], "video_seconds": seconds, "worker_seconds": busy,
+      # Per core: a worker uses one core (TF and OpenCV are single-threaded there).
+      "video_seconds_per_worker_second": seconds / busy if busy else None,
+      "last_run": dict(last_run), "skipped": skipped,
+  }
+
+
+def skip_entry(result: Mapping[str, Any]) -> Dict[str, Any]:
+  """The ``preprocess.json["skipped"]`` entry of a ``work`` result that was skipped."""
+  item = result["item"]
+  return {"path": item["path"], "video_id": item["video_id"], "split": item["split"],
+          "kind": result["skip"][0], "message": result["skip"][1]}
 
 
 def _write_json(path: str, obj: Any):
@@ -314,17 +352,28 @@ def _landmark_file(landmarks_dir: Optional[str], video_id: str) -> str:
 def read_list(path: str, **defaults: Any) -> List[video.VideoItem]:
   """Items from a JSON-lines file, one ``VideoItem`` object per line (``path`` required,
   ``video_id`` defaults to the file name without extension); ``defaults`` fill absent fields."""
+  with open(path) as f:
+    return items_from_lines(f, path, **defaults)
+
+
+def items_from_lines(lines: Iterable[str], where: str, **defaults: Any) -> List[video.VideoItem]:
+  """``read_list`` on lines from anywhere (the Beam runner reads ``gs://`` lists); errors name
+  ``where`` and the line number."""
   fields = {f.name for f in dataclasses.fields(video.VideoItem)}
   items = []
-  with open(path) as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
       row = json.loads(line)
-      unknown = sorted(set(row) - fields)
-      if unknown or "path" not in row:
-        raise ValueError(f"{path}:{n}: needs 'path'; unknown keys {unknown}; "
-                         f"allowed: {sorted(fields)}")
-      row.setdefault("video_id", os.path.splitext(os.path.basename(row["path"]))[0])
-      items.append(video.VideoItem(**{**defaults, **row}))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{where}:{n}: not a JSON object: {e}") from None
+    if not isinstance(row, dict):
+      raise ValueError(f"{where}:{n}: expected a JSON object per line, got {type(row).__name__}")
+    unknown = sorted(set(row) - fields)
+    if unknown or "path" not in row:
+      raise ValueError(f"{where}:{n}: needs 'path'; unknown keys {unknown}; "
+                       f"allowed: {sorted(fields)}")
+    row.setdefault("video_id", os.path.splitext(os.path.basename(row["path"]))[0])
+    items.append(video.VideoItem(**{**defaults, **row}))
   return items
