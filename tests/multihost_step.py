@@ -6,6 +6,10 @@ Every process builds the same tiny model, owns rows [I·B/N, (I+1)·B/N) of the 
 (made from a seed), and runs the jitted train step over the global arrays; process 0 writes the
 loss and the parameter norm after the step to FILE. With N=2 (two processes, CPU collectives over
 localhost) the figures must equal those of N=1 — tests/test_trainer.py checks that.
+
+With ``--eval_data_dir`` every process then runs the trainer's periodic evaluation
+(``train.evaluate``) on that dataset's val split, 4 clips per global batch; with 5 clips the
+hosts get 3 and 2 (two batches and one), and process 0 also writes the eval figures.
 """
 import argparse
 import json
@@ -22,6 +26,7 @@ def main():
   parser.add_argument("--port", type=int, required=True)
   parser.add_argument("--devices_per_process", type=int, default=2)
   parser.add_argument("--out", required=True)
+  parser.add_argument("--eval_data_dir", default="")
   args = parser.parse_args()
   from tests import tiny_configs
   os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={args.devices_per_process}"
@@ -53,10 +58,15 @@ def main():
   params = multihost_utils.process_allgather(state.params, tiled=True)
   norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
                            for x in jax.tree.leaves(params))))
+  result = {"loss": float(metrics["loss"]), "param_norm": norm, "devices": jax.device_count(),
+            "processes": jax.process_count()}
+  if args.eval_data_dir:
+    config.input.eval.update(data_dir=args.eval_data_dir, split="val", batch_size=4)
+    config.eval_batches = 0
+    result["eval"] = train.evaluate(state, objective, config, mesh, jax.jit(objective.eval_step))
   if jax.process_index() == 0:
     with open(args.out, "w") as f:
-      json.dump({"loss": float(metrics["loss"]), "param_norm": norm,
-                 "devices": jax.device_count(), "processes": jax.process_count()}, f)
+      json.dump(result, f)
 
 
 if __name__ == "__main__":

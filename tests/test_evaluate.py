@@ -203,6 +203,18 @@ def test_one_device_gives_the_same_scores_as_eight(workdir):
   np.testing.assert_allclose(eight.logits, one.logits, atol=1e-5)
 
 
+def test_padded_gives_exactly_total_batches_blank_after_the_hosts_own():
+  """The trainer's periodic eval (any objective) pads hosts this way too: blank = no valid row."""
+  own = [{"x": np.full(2, i), "valid": np.ones(2, bool)} for i in range(2)]
+  got = list(scoring.padded(iter(own), 4))
+  assert len(got) == 4 and [g["valid"].sum() for g in got] == [2, 2, 0, 0]
+  np.testing.assert_array_equal(got[3]["x"], own[1]["x"])  # Shapes/dtypes of a real batch.
+  assert own[1]["valid"].all()  # The host's own batch is not modified.
+  assert len(list(scoring.padded(iter(own), 1))) == 1  # An eval_batches cap truncates.
+  with pytest.raises(ValueError, match="no evaluation clip"):
+    list(scoring.padded(iter([]), 3))
+
+
 @pytest.mark.parametrize("process_count", [2, 3])
 def test_hosts_run_equal_batch_counts_and_cover_every_clip_once(process_count):
   """The host-side half of multi-host scoring, simulated: hosts with fewer clips are padded with

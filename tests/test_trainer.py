@@ -243,13 +243,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_two_processes_match_one_process(tmp_path):
+  """One train step, then the periodic evaluation with uneven host shares (3 and 2 clips)."""
   import portpicker
+  from input_pipeline import records
+  from input_pipeline.synthetic import dataset as synthetic
+  cfg = synthetic.preset("tiny")
+  reals = [r for split in ("train", "val") for r in synthetic.generate_split(cfg, split)
+           if r["label"] == 0][:5]
+  assert len(reals) == 5
+  records.write_dataset(str(tmp_path / "odd"), "odd", {"val": reals})
   port = portpicker.pick_unused_port()
   script = os.path.join(ROOT, "tests", "multihost_step.py")
   env = _env()
+  data = f"--eval_data_dir={tmp_path}/odd"
   procs = [subprocess.Popen([sys.executable, script, f"--process_id={i}", "--num_processes=2",
-                             f"--port={port}", f"--out={tmp_path}/two.json"], cwd=ROOT, env=env,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+                             f"--port={port}", f"--out={tmp_path}/two.json", data], cwd=ROOT,
+                            env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
@@ -257,7 +266,7 @@ def test_two_processes_match_one_process(tmp_path):
   # starved the pair past gloo's 30 s rendezvous deadline.
   single = subprocess.run([sys.executable, script, "--process_id=0", "--num_processes=1",
                            f"--port={port + 1}", "--devices_per_process=4",
-                           f"--out={tmp_path}/one.json"], cwd=ROOT, env=env,
+                           f"--out={tmp_path}/one.json", data], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
   two = json.load(open(tmp_path / "two.json"))
@@ -265,3 +274,8 @@ def test_two_processes_match_one_process(tmp_path):
   assert two["processes"] == 2 and two["devices"] == 4 and one["processes"] == 1
   np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
   np.testing.assert_allclose(two["param_norm"], one["param_norm"], rtol=1e-5)
+  # Both hosts finished the evaluation (the one with fewer clips ran a blank batch), and the
+  # global batches held the same clips as one process' ({0..3}, then {4}): same figures.
+  assert two["eval"].keys() == one["eval"].keys() and "eval/retrieval_top1" in one["eval"]
+  for k, v in one["eval"].items():
+    np.testing.assert_allclose(two["eval"][k], v, rtol=1e-4, atol=1e-6, err_msg=k)

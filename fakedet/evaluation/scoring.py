@@ -14,11 +14,12 @@ Three steps, each a small function:
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
 import re
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -215,8 +216,25 @@ def _tag(batch: Dict[str, np.ndarray], lookup) -> Dict[str, np.ndarray]:
 def _blank(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   out = dict(batch)
   out["valid"] = np.zeros_like(batch["valid"])
-  out[INDEX_KEY] = np.full_like(batch[INDEX_KEY], -1)
+  if INDEX_KEY in batch:
+    out[INDEX_KEY] = np.full_like(batch[INDEX_KEY], -1)
   return out
+
+
+def padded(batches: Iterable[Dict[str, np.ndarray]], total: int,
+           what: str = "evaluation clip") -> Iterator[Dict[str, np.ndarray]]:
+  """Exactly ``total`` batches: this host's, then blank copies of its last (``valid`` all
+  False). Every host must issue the same number of jitted steps over global arrays, or the host
+  with more batches waits forever in a collective for the others."""
+  last, n = None, 0
+  for n, batch in enumerate(itertools.islice(batches, total), 1):
+    last = batch
+    yield batch
+  if last is None:
+    raise ValueError(f"this host got no {what} (process {jax.process_index()} of "
+                     f"{jax.process_count()})")
+  for _ in range(total - n):
+    yield _blank(last)
 
 
 def host_batches(icfg: Mapping[str, Any], lookup, num_items: int, *,
@@ -228,15 +246,9 @@ def host_batches(icfg: Mapping[str, Any], lookup, num_items: int, *,
   pc = jax.process_count() if process_count is None else process_count
   host_batch = pipeline.per_host(icfg["eval"]["batch_size"], pc, "input.eval.batch_size")
   total = batches_per_host(num_items, host_batch, pc)
-  last = None
-  for n, batch in enumerate(pipeline.eval_dataset(icfg, process_index=process_index,
-                                                  process_count=process_count)):
-    last = _tag(batch, lookup)
-    yield last
-  if last is None:
-    raise ValueError(f"this host got no evaluation clip ({num_items} clips for {pc} hosts)")
-  for _ in range(total - (n + 1)):
-    yield _blank(last)
+  batches = pipeline.eval_dataset(icfg, process_index=process_index, process_count=process_count)
+  yield from padded((_tag(b, lookup) for b in batches), total,
+                    f"evaluation clip ({num_items} clips for {pc} hosts)")
 
 
 # ----------------------------------------------------------------------------- scoring

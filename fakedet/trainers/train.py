@@ -155,18 +155,23 @@ def evaluate(state, objective, config, mesh, eval_step, score_step=None) -> Dict
 
   A detector (``score_step`` given) has every eval clip scored and gets the evaluator's AUC /
   accuracy / AP / EER, clip- and video-level, overall and per manipulation; other objectives
-  sum their per-batch statistics over the split.
+  sum their per-batch statistics over the split. Every host runs the same number of steps
+  (blank batches pad the hosts with fewer clips), or an uneven split would hang the collectives.
   """
+  from fakedet.evaluation import report, scoring
   from input_pipeline import pipeline
   if score_step is not None:
-    from fakedet.evaluation import report, scoring
     scores = scoring.score_clips(config.input, objective, state, mesh, score_step, log_every=0)
     return report.flat_scalars(report.build_report(scores))
   totals: Dict[str, float] = {}
   keys = tuple(objective.eval_keys) + ("valid",)
-  for i, batch in enumerate(pipeline.eval_dataset(config.input)):
-    if config.eval_batches and i >= config.eval_batches:
-      break
+  _, items = scoring.eval_items(config.input)
+  host_batch = pipeline.per_host(config.input.eval.batch_size, jax.process_count(),
+                                 "input.eval.batch_size")
+  steps = scoring.batches_per_host(len(items), host_batch, jax.process_count())
+  if config.eval_batches:
+    steps = min(steps, config.eval_batches)
+  for batch in scoring.padded(pipeline.eval_dataset(config.input), steps):
     out = jax.device_get(eval_step(state, device_batch(batch, keys, mesh)))
     for k, v in out.items():
       totals[k] = totals.get(k, 0.0) + float(v)
