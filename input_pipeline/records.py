@@ -171,7 +171,9 @@ def encode(record: Mapping[str, Any], jpeg_quality: int = 95, where: str = "reco
     put("words", [w.encode() for w in words])
     put("word_start", start.tolist())
     put("word_end", end.tolist())
-  return ex.SerializeToString()
+  # Sorted map keys: otherwise the feature order (and so the bytes, shard checksums, and any
+  # comparison of two writers' output) varies from process to process.
+  return ex.SerializeToString(deterministic=True)
 
 
 def _imencode(ext, image, params, where):
