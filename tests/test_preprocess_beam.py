@@ -67,7 +67,7 @@ def test_beam_writes_the_local_runners_dataset_byte_for_byte(tmp_path, reals):
   config = video.PreprocessConfig(crop_size=48, mouth=True)
   shards = {"train": 2, "val": 1}
   local = runner.run(items, os.path.join(tmp, "local"), "synth", config, shards,
-                     detector="none", progress=False)
+                     num_workers=2, detector="none", progress=False)  # Other processes.
   beam = beam_pipeline.run(items, os.path.join(tmp, "beam"), "synth", config, shards,
                            detector="none")
   assert beam == _report(os.path.join(tmp, "beam"))
@@ -208,8 +208,10 @@ def test_cli_runs_beam_with_pipeline_options_after_the_separator(tmp_path, reals
   cmd = [sys.executable, "-m", "input_pipeline.preprocess", f"--videos={raw}",
          f"--out_dir={out}", "--name=cli", "--detector=none", f"--landmarks_dir={tmp}",
          "--crop_size=32"]
+  # Worker processes: the DoFns are pickled and run away from the driver, as on Dataflow.
   res = subprocess.run(cmd + ["--beam", "--", "--runner=DirectRunner",
-                              "--direct_num_workers=1"],
+                              "--direct_running_mode=multi_processing",
+                              "--direct_num_workers=2"],
                        capture_output=True, text=True, timeout=180)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "1 videos -> 1 face tracks, 0 skipped" in res.stdout
