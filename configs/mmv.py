@@ -60,7 +60,8 @@ def get_config(arg=None):
   config.trainer = "train"
   config.seed = 0
   config.objective = ml_collections.ConfigDict(dict(
-      name="mmv", temperature=0.07, lambda_va=1.0, lambda_vt=1.0))
+      name="mmv", temperature=0.07, lambda_va=1.0, lambda_vt=1.0,
+      train_parts=1))  # Sub-clips per training sample; must match the split_time op (ops()).
 
   config.model = ml_collections.ConfigDict(dict(
       video_backbone=dict(name="tsm_resnet", stage_blocks=(3, 4, 6, 3), width_multiplier=1.0,
@@ -131,8 +132,10 @@ def _demo(config):
   # identities cannot solve NCE; evaluation uses the whole 32-frame window.
   config.input.clip_frames = 32
   # A tight centre crop (eyebrows to chin): the mouth is ~12 px wide at 48 px, not ~7.
+  config.objective.train_parts = 2
   config.input.train_ops, config.input.eval.ops = ops("", crop=56, size=48, num=3, words=2,
-                                                      parts=2, train_crop="center_crop")
+                                                      parts=config.objective.train_parts,
+                                                      train_crop="center_crop")
   # The narrated preset (reals only, 84 train / 9 val identities): each video's words come from
   # one of 10 topics whose badge is in the picture, as HowTo100M speech is about what is shown.
   config.input.sources.main = input_config.source_config("synthetic:narrated", "train", 16,

@@ -28,6 +28,7 @@ def mmv_tiny():
   m.text_backbone.features = 16
   m.va_dim, m.vat_dim, m.vat_hidden = 16, 8, 16
   config.input.clip_frames = T
+  config.objective.train_parts = 1
   config.input.train_ops, config.input.eval.ops = module.ops("", crop=36, size=SIZE, num=2,
                                                              words=2)
   config.input.sources = ml_collections.ConfigDict({"main": input_config.source_config(
@@ -103,15 +104,23 @@ def test_split_time_and_per_part_narrations():
 def test_objective_flattens_sub_clips_into_the_batch():
   config = mmv_tiny()
   objective = objectives.get("mmv")(config)
+  split = mmv_tiny()
+  split.objective.train_parts = 2  # Declared, not inferred from the batch rank.
+  split_objective = objectives.get("mmv")(split)
   flat = fake_batch(8)
   nested = {k: v.reshape((4, 2) + v.shape[1:]) for k, v in flat.items() if k != "valid"}
-  variables = objective.init(jax.random.key(0), nested)
+  variables = split_objective.init(jax.random.key(0), nested)
   state = train_state_lib.TrainState(step=0, params=variables["params"],
                                      batch_stats=variables["batch_stats"], opt_state=None,
                                      ema_params={}, ema_batch_stats={})
-  a = objective.loss(variables["params"], state, nested, None)[0]
+  a = split_objective.loss(variables["params"], state, nested, None)[0]
   b = objective.loss(variables["params"], state, flat, None)[0]
   np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+  # A batch that does not hold the declared sub-clips is an error, not silently reshaped.
+  with pytest.raises(ValueError, match=r"train_parts=2: expected training video \[B, 2"):
+    split_objective.loss(variables["params"], state, flat, None)
+  with pytest.raises(ValueError, match="train_parts"):
+    objective.check(split)  # train_parts=2 but the train ops have no split_time.
 
 
 def test_pipeline_with_words_gives_fixed_size_narrations():

@@ -95,7 +95,7 @@ class MMVObjective(Objective):
   @staticmethod
   def check(config: ml_collections.ConfigDict) -> None:
     from input_pipeline import ops
-    for key in ("temperature", "lambda_va", "lambda_vt"):
+    for key in ("temperature", "lambda_va", "lambda_vt", "train_parts"):
       if key not in config.objective:
         raise KeyError(f"objective 'mmv' needs config.objective.{key}; has "
                        f"{sorted(config.objective)}")
@@ -108,12 +108,25 @@ class MMVObjective(Objective):
     if not config.input.with_words:
       raise ValueError("objective 'mmv' needs narrations: set config.input.with_words=True and "
                        "a `narrations(...)` op in input.train_ops and input.eval.ops")
+    parts = config.objective.train_parts
+    if not isinstance(parts, int) or parts < 1:
+      raise ValueError(f"objective.train_parts must be an int >= 1, got {parts!r}")
     vocab = config.model.text_backbone.vocab_path
-    for where, spec in (("input.train_ops", config.input.train_ops),
-                        ("input.eval.ops", config.input.eval.ops)):
-      found = [kw for name, kw in ops.parse_spec(spec) if name == "narrations"]
+    for where, spec, want in (("input.train_ops", config.input.train_ops, parts),
+                              ("input.eval.ops", config.input.eval.ops, 1)):
+      parsed = ops.parse_spec(spec)
+      # The op's own defaults: split_time(parts=2), narrations(parts=1).
+      split = [kw.get("parts", 2) for name, kw in parsed if name == "split_time"]
+      if split != ([want] if want > 1 else []):
+        raise ValueError(f"objective 'mmv' with train_parts={parts}: {where} must have "
+                         + (f"one split_time(parts={want})" if want > 1 else "no split_time op")
+                         + f"; found split_time parts {split}")
+      found = [kw for name, kw in parsed if name == "narrations"]
       if len(found) != 1:
         raise ValueError(f"objective 'mmv': {where} needs exactly one `narrations(...)` op")
+      if found[0].get("parts", 1) != want:
+        raise ValueError(f"{where}: narrations(parts={found[0].get('parts', 1)}) must match "
+                         f"the {want} sub-clip(s) per sample there")
       if found[0].get("vocab_path", "") != vocab:
         raise ValueError(f"{where}: narrations(vocab_path={found[0].get('vocab_path', '')!r}) "
                          f"differs from model.text_backbone.vocab_path={vocab!r}; token ids "
@@ -131,18 +144,24 @@ class MMVObjective(Objective):
     o = config.objective
     self.temperature, self.lambda_va, self.lambda_vt = (float(o.temperature), float(o.lambda_va),
                                                         float(o.lambda_vt))
+    self.train_parts = int(o.train_parts)
 
   def _apply(self, variables, batch, train: bool, **kwargs):
     video = normalize_video(batch["video"], self.mean, self.std)
     return self.model.apply(variables, video, batch["audio"], batch["text"], train=train,
                             **kwargs)
 
-  @staticmethod
-  def _flatten(batch):
-    """[B, P, ...] → [B·P, ...] when each sample holds P sub-clips (``split_time``)."""
-    if batch["video"].ndim == 6:  # [B, P, T, H, W, C]
-      batch = {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
-    return batch
+  def _flatten(self, batch):
+    """Training batches [B, P, ...] → [B·P, ...]: with ``objective.train_parts`` = P > 1 each
+    sample holds P adjacent sub-clips (``split_time``), and each is a clip of its own (its
+    siblings are its hardest negatives). Evaluation batches are never split."""
+    p = self.train_parts
+    if p == 1:
+      return batch
+    if batch["video"].ndim != 6 or batch["video"].shape[1] != p:
+      raise ValueError(f"objective.train_parts={p}: expected training video [B, {p}, T, H, W, "
+                       f"C] from split_time(parts={p}), got {batch['video'].shape}")
+    return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
 
   def init(self, rng, batch):
     batch = self._flatten(batch)
