@@ -3,23 +3,23 @@
 VoxCeleb2 (≈ 1 M clips) or HowTo100M take CPU-years of decoding and face detection; Beam spreads
 them over a Dataflow (or Flink/Spark) cluster. The pipeline applies the local runner's own
 per-video function (``runner.process_and_encode``) and writes the same dataset — same shard
-assignment, same record order, same index, manifest and ``preprocess.json`` — so a dataset made
-either way reads the same, byte for byte:
+assignment, same record order, same index, manifest, done-markers and ``preprocess.json`` — so a
+dataset made either way reads the same, byte for byte:
 
-  driver     check the items, assign shards (contiguous blocks of each split, as locally)
+  driver     check the items and the plan, assign shards (contiguous blocks of each split, as
+             locally), drop the shards an earlier run committed
              → OUT/.preprocess/beam_items.jsonl (read by the workers: a million items would
              not fit in the pipeline graph)
-  pipeline   ReadFromText → Reshuffle → ProcessVideo ─┬ records keyed (split, shard)
-                                                        │  → GroupByKey → WriteShard (OUT)
-                                                        └ per-video outcomes → Tally
+  pipeline   ReadFromText → Reshuffle → ProcessVideo → records and per-video outcomes keyed
+             (split, shard) → GroupByKey → WriteShard (shard files, then its done-marker)
              → Finish: preprocess.json, indexes, manifest.json (last)
 
 Inputs and ``out_dir`` may be on any filesystem Beam knows (``gs://`` with apache-beam[gcp]);
 remote videos and landmark files are copied to the worker's local disk first because FFmpeg and
 NumPy read local files. A shard's records are held in memory by the worker that writes it
 (sorted for a deterministic order): pick ``num_shards`` so that a shard stays ≲ 1 GB.
-There is no resume across pipeline runs (a failed job is rerun whole); inside a run the
-runner retries failed bundles, and a bad video is a skip, never a failed bundle.
+Resumable like the local runner: a rerun (or a local run into the same ``out_dir``) keeps every
+shard whose done-marker exists and processes only the rest.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -45,7 +46,6 @@ from input_pipeline.preprocess import runner, video
 
 ITEMS = "beam_items.jsonl"
 METRICS = "fakedet_preprocess"  # Beam metrics namespace (Dataflow UI, DirectRunner summary).
-_RECORDS, _OUTCOMES = "records", "outcomes"
 
 
 # ----------------------------------------------------------------------------- filesystems
@@ -123,6 +123,7 @@ class ProcessVideo(beam.DoFn):
     with _local_inputs(item) as local:
       result = runner.process_and_encode(local, self.config, self.detector)
     result["item"] = planned["item"]
+    key, position = (planned["split"], planned["shard"]), planned["position"]
     if result["skip"]:
       kind, message = result["skip"]
       for field in ("path", "landmarks"):  # Name the user's files, not the temporary copies.
@@ -130,41 +131,43 @@ class ProcessVideo(beam.DoFn):
           message = message.replace(getattr(local, field), getattr(item, field))
       result["skip"] = (kind, message)
       beam.metrics.Metrics.counter(METRICS, f"skipped_{kind}").inc()
-      yield beam.pvalue.TaggedOutput(_OUTCOMES, {"index": planned["index"],
-                                                 "skip": runner.skip_entry(result)})
+      yield key, ("skipped", position, runner.skip_entry(result))
       return
     beam.metrics.Metrics.counter(METRICS, "videos_written").inc()
     beam.metrics.Metrics.counter(METRICS, "tracks").inc(result["stats"]["tracks"])
-    key = (planned["split"], planned["shard"])
+    yield key, ("videos", position, runner.video_entry(result))
     for kind in ("faces", "mouths"):
       for data, row in result[kind]:
-        yield key, (kind, planned["position"], row["track_id"], data, row)
-    yield beam.pvalue.TaggedOutput(_OUTCOMES, {
-        "index": planned["index"], "tracks": result["stats"]["tracks"],
-        "seconds": result["seconds"], "elapsed": result["elapsed"]})
+        yield key, (kind, position, row["track_id"], data, row)
 
 
 class WriteShard(beam.DoFn):
-  """All records of one (split, shard) → its files in every format, faces and mouths.
+  """Everything of one (split, shard) → its files in every format (faces, mouths), then its
+  done-marker — the local runner's ``_write_shard`` layout, so either runner can resume it.
 
-  Records are sorted by (input position, track) — the local runner's order — and written
-  through ``records.ShardWriter`` to local disk, then copied to ``out_dir``. A retried bundle
-  rewrites the same bytes.
+  Records are sorted by (input position, track), the local runner's order, and written through
+  ``records.ShardWriter`` to local disk, then copied to ``out_dir``. A retried bundle rewrites
+  the same bytes.
   """
 
   def __init__(self, out_dir: str, name: str, num_shards: Mapping[str, int],
-               formats: Sequence[str]):
+               formats: Sequence[str], mouth: bool):
     super().__init__()
-    self.out_dir, self.name, self.num_shards, self.formats = out_dir, name, num_shards, formats
+    self.out_dir, self.name, self.num_shards = out_dir, name, num_shards
+    self.formats, self.mouth = formats, mouth
 
   def process(self, keyed):
     (split, shard), values = keyed
-    values = sorted(values, key=lambda v: (v[1], v[2]))
-    done = {"split": split, "shard": shard, "files": {}, "rows": {}}
+    done = runner.empty_marker(self.mouth)
+    by_kind = {k: [] for k in ("faces", "mouths", "skipped", "videos")}
+    for v in values:
+      by_kind[v[0]].append(v)
+    for kind in ("skipped", "videos"):
+      done[kind] = [v[2] for v in sorted(by_kind[kind], key=lambda v: v[1])]
     with tempfile.TemporaryDirectory(prefix="fakedet_shard_") as tmp:
-      for kind in ("faces", "mouths"):
-        mine = [v for v in values if v[0] == kind]
-        if not mine:
+      for kind in done["files"]:
+        mine = sorted(by_kind[kind], key=lambda v: (v[1], v[2]))
+        if not mine:  # An all-skipped block: no empty shard files (as locally).
           continue
         writer = records.ShardWriter(tmp, {
             f: records.shard_name(self.name, split, f, shard, self.num_shards[split])
@@ -176,38 +179,18 @@ class WriteShard(beam.DoFn):
         done["rows"][kind] = [v[4] for v in mine]
         for f in done["files"][kind]:
           _upload(os.path.join(tmp, f["file"]), _kind_path(self.out_dir, kind, f["file"]))
+    _write_text(_marker_path(self.out_dir, split, shard), json.dumps(done, indent=1))
     beam.metrics.Metrics.counter(METRICS, "shards_written").inc()
-    yield done
+    yield (split, shard), done
 
 
-class Tally(beam.CombineFn):
-  """Per-video outcomes → the report's totals and the skipped list (in input order)."""
+def _marker_path(out_dir: str, split: str, shard: int) -> str:
+  return FileSystems.join(out_dir, runner.STATE_DIR, runner.marker_name(split, shard))
 
-  def create_accumulator(self):
-    return {"num_written": 0, "num_tracks": 0, "video_seconds": 0.0, "worker_seconds": 0.0,
-            "skipped": []}
 
-  def add_input(self, acc, outcome):
-    if "skip" in outcome:
-      acc["skipped"].append((outcome["index"], outcome["skip"]))
-    else:
-      acc["num_written"] += 1
-      acc["num_tracks"] += outcome["tracks"]
-      acc["video_seconds"] += outcome["seconds"]
-      acc["worker_seconds"] += outcome["elapsed"]
-    return acc
-
-  def merge_accumulators(self, accs):
-    accs = list(accs)
-    out = self.create_accumulator()
-    for a in accs:
-      for k in ("num_written", "num_tracks", "video_seconds", "worker_seconds"):
-        out[k] += a[k]
-      out["skipped"] += a["skipped"]
-    return out
-
-  def extract_output(self, acc):
-    return dict(acc, skipped=[s for _, s in sorted(acc["skipped"], key=lambda x: x[0])])
+def _read_text(path: str) -> str:
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    return f.read().decode()
 
 
 def _kind_path(out_dir: str, kind: str, file: str) -> str:
@@ -215,25 +198,28 @@ def _kind_path(out_dir: str, kind: str, file: str) -> str:
           else FileSystems.join(out_dir, runner.MOUTH_DIR, file))
 
 
-def finish(_, shard_results: List[Dict[str, Any]], totals: Dict[str, Any], *, out_dir: str,
-           name: str, config: video.PreprocessConfig, detector: str, formats: Sequence[str],
-           splits: Sequence[str], started: float, runner_name: str):
+def finish(_, fresh: List[Any], *, out_dir: str, name: str, config: video.PreprocessConfig,
+           detector: str, formats: Sequence[str], block_sizes: Mapping[str, List[int]],
+           started: float, runner_name: str, processed: int):
   """Writes preprocess.json, then each dataset's indexes and manifest (last: its presence
-  means the dataset is complete), exactly as ``runner._finish`` lays them out."""
-  report = runner.summarize(name, config, detector, totals, totals["skipped"], {
-      "videos_processed": totals["num_written"] + len(totals["skipped"]),
-      "wall_seconds": time.time() - started, "runner": f"beam/{runner_name}"})
+  means the dataset is complete), from the done-markers of this run (``fresh``) and of earlier
+  runs (read back), exactly as ``runner._finish`` lays them out."""
+  fresh = {tuple(k): m for k, m in fresh}
+  markers = {}
+  for s, sizes in block_sizes.items():
+    markers[s] = [fresh[(s, k)] if (s, k) in fresh
+                  else runner.empty_marker(config.mouth) if not n  # No videos, never written.
+                  else json.loads(_read_text(_marker_path(out_dir, s, k)))
+                  for k, n in enumerate(sizes)]
+  per_kind, skipped, totals = runner.assemble(markers, config.mouth)
+  report = runner.summarize(name, config, detector, totals, skipped, {
+      "videos_processed": processed, "wall_seconds": time.time() - started,
+      "runner": f"beam/{runner_name}"})
   _write_text(FileSystems.join(out_dir, runner.REPORT), json.dumps(report, indent=1))
-  ordered = sorted(shard_results, key=lambda r: (r["split"], r["shard"]))
   for kind in (["mouths", "faces"] if config.mouth else ["faces"]):
-    per_split = {}
-    for s in splits:
-      mine = [r for r in ordered if r["split"] == s and kind in r["files"]]
-      per_split[s] = ([f for r in mine for f in r["files"][kind]],
-                      [row for r in mine for row in r["rows"][kind]], len(mine))
     with tempfile.TemporaryDirectory(prefix="fakedet_manifest_") as tmp:
-      records.write_manifest(tmp, name, per_split, formats)
-      for s in splits:
+      records.write_manifest(tmp, name, per_kind[kind], formats)
+      for s in block_sizes:
         index = records.index_name(name, s)
         _upload(os.path.join(tmp, index), _kind_path(out_dir, kind, index))
       _upload(os.path.join(tmp, records.MANIFEST), _kind_path(out_dir, kind, records.MANIFEST))
@@ -249,33 +235,43 @@ def plan(items: Sequence[video.VideoItem], splits: Sequence[str],
     blocks = runner.shard_blocks([i for i in items if i.split == s], num_shards[s])
     for shard, block in enumerate(blocks):
       for position, item in enumerate(block):
-        planned.append({"index": len(planned), "split": s, "shard": shard,
-                        "position": position, "item": dataclasses.asdict(item)})
+        planned.append({"split": s, "shard": shard, "position": position,
+                        "item": dataclasses.asdict(item)})
   return planned
 
 
 def build(pipeline: "beam.Pipeline", items_path: str, out_dir: str, name: str,
           config: video.PreprocessConfig, detector: str, formats: Sequence[str],
-          splits: Sequence[str], num_shards: Mapping[str, int], started: float,
-          runner_name: str):
+          num_shards: Mapping[str, int], block_sizes: Mapping[str, List[int]], started: float,
+          runner_name: str, processed: int):
   """Adds the preprocessing transforms to ``pipeline`` (compose it into a larger one)."""
-  planned = (pipeline
-             | "ReadItems" >> beam.io.ReadFromText(items_path)
-             | "Parse" >> beam.Map(json.loads)
-             | "Spread" >> beam.Reshuffle())  # Else all items stay fused on one reader worker.
-  processed = planned | "ProcessVideo" >> beam.ParDo(ProcessVideo(config, detector)).with_outputs(
-      _OUTCOMES, main=_RECORDS)
-  shards = (processed[_RECORDS]
+  shards = (pipeline
+            | "ReadItems" >> beam.io.ReadFromText(items_path)
+            | "Parse" >> beam.Map(json.loads)
+            | "Spread" >> beam.Reshuffle()  # Else all items stay fused on one reader worker.
+            | "ProcessVideo" >> beam.ParDo(ProcessVideo(config, detector))
             | "ByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteShard(out_dir, name, dict(num_shards), formats)))
-  totals = processed[_OUTCOMES] | "Tally" >> beam.CombineGlobally(Tally())
+            | "WriteShard" >> beam.ParDo(WriteShard(out_dir, name, dict(num_shards), formats,
+                                                    config.mouth)))
   return (pipeline
           | "Once" >> beam.Create([None])
-          | "Finish" >> beam.Map(finish, beam.pvalue.AsList(shards),
-                                 beam.pvalue.AsSingleton(totals), out_dir=out_dir, name=name,
+          | "Finish" >> beam.Map(finish, beam.pvalue.AsList(shards), out_dir=out_dir, name=name,
                                  config=config, detector=detector, formats=list(formats),
-                                 splits=list(splits), started=started,
-                                 runner_name=runner_name))
+                                 block_sizes=dict(block_sizes), started=started,
+                                 runner_name=runner_name, processed=processed))
+
+
+def _committed(out_dir: str) -> set:
+  """(split, shard) of every done-marker in OUT/.preprocess (one listing, not one request per
+  shard: Dataflow jobs have thousands)."""
+  pattern = FileSystems.join(out_dir, runner.STATE_DIR, "*.json")
+  found = FileSystems.match([pattern])[0].metadata_list
+  done = set()
+  for m in found:
+    match = re.fullmatch(r"(.+)-(\d{5})\.json", os.path.basename(m.path))
+    if match:
+      done.add((match.group(1), int(match.group(2))))
+  return done
 
 
 def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
@@ -292,13 +288,21 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
   if not items:
     raise ValueError("no videos to preprocess")
   started = time.time()
-  items_path = FileSystems.join(out_dir, runner.STATE_DIR, ITEMS)
-  _write_text(items_path, "".join(json.dumps(p) + "\n" for p in plan(items, splits, shards)))
+  state = FileSystems.join(out_dir, runner.STATE_DIR)
+  plan_path = FileSystems.join(state, "plan.json")
+  runner.check_plan(runner.fingerprint(items, config, name, shards, detector), out_dir,
+                    lambda: _read_text(plan_path) if FileSystems.exists(plan_path) else None,
+                    lambda text: _write_text(plan_path, text))
+  planned = plan(items, splits, shards)
+  done = _committed(out_dir)
+  todo = [p for p in planned if (p["split"], p["shard"]) not in done]
+  items_path = FileSystems.join(state, ITEMS)
+  _write_text(items_path, "".join(json.dumps(p) + "\n" for p in todo))
+  block_sizes = {s: [len(b) for b in runner.shard_blocks([i for i in items if i.split == s],
+                                                          shards[s])] for s in splits}
   options = PipelineOptions(list(pipeline_args or []))
   runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
   with beam.Pipeline(options=options) as pipeline:
-    build(pipeline, items_path, out_dir, name, config, detector, formats, splits, shards,
-          started, runner_name)
-  with FileSystems.open(FileSystems.join(out_dir, runner.REPORT),
-                        compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    return json.loads(f.read().decode())
+    build(pipeline, items_path, out_dir, name, config, detector, formats, shards, block_sizes,
+          started, runner_name, len(todo))
+  return json.loads(_read_text(FileSystems.join(out_dir, runner.REPORT)))

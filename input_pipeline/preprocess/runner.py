@@ -157,7 +157,7 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
   writers = {k: records.ShardWriter(dirs[k], {f: records.shard_name(name, split, f, shard,
                                                                     num_shards)
                                               for f in formats}) for k in kinds}
-  done = {"rows": {k: [] for k in kinds}, "skipped": [], "videos": []}
+  done = empty_marker(mouth)
   for _ in range(count):
     r = next(results)
     for k in kinds:
@@ -167,8 +167,7 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
     if r["skip"]:
       done["skipped"].append(skip_entry(r))
     else:
-      done["videos"].append({"video_id": r["item"]["video_id"], "seconds": r["seconds"],
-                             "elapsed": r["elapsed"], **(r["stats"] or {})})
+      done["videos"].append(video_entry(r))
     tally["skipped"] += bool(r["skip"])
     bar.set_postfix(skipped=tally["skipped"], refresh=False)
     bar.update()
@@ -241,40 +240,75 @@ def check_items(items: Sequence[video.VideoItem], detector: str,
 
 
 def _marker(state: str, split: str, shard: int) -> str:
-  return os.path.join(state, f"{split}-{shard:05d}.json")
+  return os.path.join(state, marker_name(split, shard))
+
+
+def marker_name(split: str, shard: int) -> str:
+  """A committed shard's done-marker in ``OUT/.preprocess/`` (both runners write the same)."""
+  return f"{split}-{shard:05d}.json"
+
+
+def empty_marker(mouth: bool) -> Dict[str, Any]:
+  kinds = ["faces", "mouths"] if mouth else ["faces"]
+  return {"rows": {k: [] for k in kinds}, "skipped": [], "videos": [],
+          "files": {k: [] for k in kinds}}
+
+
+def check_plan(fp: str, out_dir: str, read: Any, write: Any):
+  """Refuses to resume into ``out_dir`` with another plan (``read()`` → the stored plan.json
+  text or None; ``write(text)`` stores it), so shards of two different runs never mix."""
+  old = read()
+  if old is None:
+    write(json.dumps({"fingerprint": fp}))
+  elif json.loads(old)["fingerprint"] != fp:
+    raise ValueError(f"{out_dir} holds a run with other videos, settings or shard counts; "
+                     "resume with the same arguments or use a new out_dir")
 
 
 def _check_plan(state: str, fp: str, out_dir: str):
   path = os.path.join(state, "plan.json")
-  if os.path.exists(path):
+  def read():
+    if not os.path.exists(path):
+      return None
     with open(path) as f:
-      old = json.load(f)["fingerprint"]
-    if old != fp:
-      raise ValueError(f"{out_dir} holds a run with other videos, settings or shard counts; "
-                       "resume with the same arguments or use a new out_dir")
-  else:
-    _write_json(path, {"fingerprint": fp})
+      return f.read()
+  check_plan(fp, out_dir, read, lambda text: _write_json(path, json.loads(text)))
+
+
+def assemble(markers: Mapping[str, List[Dict[str, Any]]], mouth: bool):
+  """Each split's done-markers (in shard order) → per kind ``{split: (files, rows, shards)}`` for
+  ``records.write_manifest``, the skipped list and the report's totals."""
+  per_kind = {"faces": {}, "mouths": {}}
+  skipped, videos = [], []
+  for s, ms in markers.items():
+    skipped += [x for m in ms for x in m["skipped"]]
+    videos += [v for m in ms for v in m["videos"]]
+    for kind in (["faces", "mouths"] if mouth else ["faces"]):
+      files = [f for m in ms for f in m["files"][kind]]
+      rows = [r for m in ms for r in m["rows"][kind]]
+      per_kind[kind][s] = (files, rows, sum(1 for m in ms if m["files"][kind]))
+  totals = {"num_written": len(videos), "num_tracks": sum(v["tracks"] for v in videos),
+            "video_seconds": sum(v["seconds"] for v in videos),
+            "worker_seconds": sum(v["elapsed"] for v in videos)}
+  return per_kind, skipped, totals
+
+
+def video_entry(result: Mapping[str, Any]) -> Dict[str, Any]:
+  """A written video's entry in its shard's done-marker."""
+  return {"video_id": result["item"]["video_id"], "seconds": result["seconds"],
+          "elapsed": result["elapsed"], **(result["stats"] or {})}
 
 
 def _finish(out_dir, name, state, splits, shards, config, formats, detector, num_workers, wall,
             processed) -> Dict[str, Any]:
   """Gathers the done-markers into preprocess.json, the indexes and the manifests."""
-  per_kind = {"faces": {}, "mouths": {}}
-  skipped, videos = [], []
+  markers = {}
   for s in splits:
-    markers = []
+    markers[s] = []
     for k in range(shards[s]):
       with open(_marker(state, s, k)) as f:
-        markers.append(json.load(f))
-    skipped += [x for m in markers for x in m["skipped"]]
-    videos += [v for m in markers for v in m["videos"]]
-    for kind in (["faces", "mouths"] if config.mouth else ["faces"]):
-      files = [f for m in markers for f in m["files"][kind]]
-      rows = [r for m in markers for r in m["rows"][kind]]
-      per_kind[kind][s] = (files, rows, sum(1 for m in markers if m["files"][kind]))
-  totals = {"num_written": len(videos), "num_tracks": sum(v["tracks"] for v in videos),
-            "video_seconds": sum(v["seconds"] for v in videos),
-            "worker_seconds": sum(v["elapsed"] for v in videos)}
+        markers[s].append(json.load(f))
+  per_kind, skipped, totals = assemble(markers, config.mouth)
   report = summarize(name, config, detector, totals, skipped,
                      {"videos_processed": processed, "wall_seconds": wall,
                       "workers": num_workers})
