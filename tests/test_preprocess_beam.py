@@ -198,7 +198,7 @@ def test_reruns_resume_from_either_runners_committed_shards(tmp_path, reals):
 def test_plan_matches_the_local_runners_contiguous_shard_blocks():
   items = [video.VideoItem(path=f"/v{i}.mp4", video_id=f"v{i}", split="train" if i < 5 else "val")
            for i in range(7)]
-  planned = beam_pipeline.plan(items, ["train", "val"], {"train": 2, "val": 3})
+  planned = beam_pipeline.plan(runner.split_blocks(items, {"train": 2, "val": 3}))
   got = {(p["split"], p["shard"]): [q["item"]["video_id"] for q in planned
                                     if (q["split"], q["shard"]) == (p["split"], p["shard"])]
          for p in planned}

@@ -216,7 +216,7 @@ def finish(_, fresh: List[Any], *, out_dir: str, name: str, config: video.Prepro
       "videos_processed": processed, "wall_seconds": time.time() - started,
       "runner": f"beam/{runner_name}"})
   _write_text(FileSystems.join(out_dir, runner.REPORT), json.dumps(report, indent=1))
-  for kind in (["mouths", "faces"] if config.mouth else ["faces"]):
+  for kind in reversed(runner.kinds(config.mouth)):  # Faces' manifest last, as locally.
     with tempfile.TemporaryDirectory(prefix="fakedet_manifest_") as tmp:
       records.write_manifest(tmp, name, per_kind[kind], formats)
       for s in block_sizes:
@@ -227,13 +227,11 @@ def finish(_, fresh: List[Any], *, out_dir: str, name: str, config: video.Prepro
 
 
 # ----------------------------------------------------------------------------- driver
-def plan(items: Sequence[video.VideoItem], splits: Sequence[str],
-         num_shards: Mapping[str, int]) -> List[Dict[str, Any]]:
-  """Each item with its split, shard and position there: ``runner.shard_blocks``' layout."""
+def plan(blocks: Mapping[str, List[List[video.VideoItem]]]) -> List[Dict[str, Any]]:
+  """Each item of ``runner.split_blocks`` with its split, shard and position there."""
   planned = []
-  for s in splits:
-    blocks = runner.shard_blocks([i for i in items if i.split == s], num_shards[s])
-    for shard, block in enumerate(blocks):
+  for s, split_blocks in blocks.items():
+    for shard, block in enumerate(split_blocks):
       for position, item in enumerate(block):
         planned.append({"split": s, "shard": shard, "position": position,
                         "item": dataclasses.asdict(item)})
@@ -284,22 +282,23 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
   ``["--runner=DataflowRunner", "--project=P", "--region=R", "--temp_location=gs://B/tmp"]``.
   """
   from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # pylint: disable=import-outside-toplevel
-  splits, shards = runner.check_items(items, detector, num_shards)
+  _, shards = runner.check_items(items, detector, num_shards)
   if not items:
     raise ValueError("no videos to preprocess")
   started = time.time()
   state = FileSystems.join(out_dir, runner.STATE_DIR)
   plan_path = FileSystems.join(state, "plan.json")
-  runner.check_plan(runner.fingerprint(items, config, name, shards, detector), out_dir,
-                    lambda: _read_text(plan_path) if FileSystems.exists(plan_path) else None,
-                    lambda text: _write_text(plan_path, text))
-  planned = plan(items, splits, shards)
+  runner.check_plan(
+      runner.fingerprint(items, config, name, shards, detector), out_dir,
+      lambda: json.loads(_read_text(plan_path)) if FileSystems.exists(plan_path) else None,
+      lambda obj: _write_text(plan_path, json.dumps(obj)))
+  blocks = runner.split_blocks(items, shards)
+  planned = plan(blocks)
   done = _committed(out_dir)
   todo = [p for p in planned if (p["split"], p["shard"]) not in done]
   items_path = FileSystems.join(state, ITEMS)
   _write_text(items_path, "".join(json.dumps(p) + "\n" for p in todo))
-  block_sizes = {s: [len(b) for b in runner.shard_blocks([i for i in items if i.split == s],
-                                                          shards[s])] for s in splits}
+  block_sizes = {s: [len(b) for b in bs] for s, bs in blocks.items()}
   options = PipelineOptions(list(pipeline_args or []))
   runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
   with beam.Pipeline(options=options) as pipeline:

@@ -44,6 +44,18 @@ def shard_blocks(items: Sequence[video.VideoItem], num_shards: int) -> List[List
   return [list(items[s * n // num_shards:(s + 1) * n // num_shards]) for s in range(num_shards)]
 
 
+def split_blocks(items: Sequence[video.VideoItem],
+                 num_shards: Mapping[str, int]) -> Dict[str, List[List[video.VideoItem]]]:
+  """Each split's ``shard_blocks`` (splits in ``num_shards``' order): the plan both runners
+  follow."""
+  return {s: shard_blocks([i for i in items if i.split == s], n) for s, n in num_shards.items()}
+
+
+def kinds(mouth: bool) -> List[str]:
+  """The datasets a run writes: faces, and mouth crops (OUT/mouth) when configured."""
+  return ["faces", "mouths"] if mouth else ["faces"]
+
+
 def fingerprint(items: Sequence[video.VideoItem], config: video.PreprocessConfig, name: str,
                 num_shards: Mapping[str, int], detector: str) -> str:
   blob = json.dumps([[dataclasses.asdict(i) for i in items], dataclasses.asdict(config), name,
@@ -153,14 +165,13 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
                  mouth: bool, bar, tally: collections.Counter) -> Dict[str, Any]:
   """Consumes ``count`` results into one shard (faces, and mouths if enabled) and commits it."""
   dirs = {"faces": out_dir, "mouths": os.path.join(out_dir, MOUTH_DIR)}
-  kinds = ["faces", "mouths"] if mouth else ["faces"]
   writers = {k: records.ShardWriter(dirs[k], {f: records.shard_name(name, split, f, shard,
                                                                     num_shards)
-                                              for f in formats}) for k in kinds}
+                                              for f in formats}) for k in kinds(mouth)}
   done = empty_marker(mouth)
   for _ in range(count):
     r = next(results)
-    for k in kinds:
+    for k in writers:
       for data, row in r[k]:
         writers[k].write(data)
         done["rows"][k].append(row)
@@ -202,7 +213,7 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
   if config.mouth:
     os.makedirs(os.path.join(out_dir, MOUTH_DIR), exist_ok=True)
   _check_plan(state, fingerprint(items, config, name, shards, detector), out_dir)
-  blocks = {s: shard_blocks([i for i in items if i.split == s], shards[s]) for s in splits}
+  blocks = split_blocks(items, shards)
   todo = [(s, k, b) for s in splits for k, b in enumerate(blocks[s])
           if not os.path.exists(_marker(state, s, k))]
   pending = [i for _, _, b in todo for i in b]
@@ -249,18 +260,17 @@ def marker_name(split: str, shard: int) -> str:
 
 
 def empty_marker(mouth: bool) -> Dict[str, Any]:
-  kinds = ["faces", "mouths"] if mouth else ["faces"]
-  return {"rows": {k: [] for k in kinds}, "skipped": [], "videos": [],
-          "files": {k: [] for k in kinds}}
+  return {"rows": {k: [] for k in kinds(mouth)}, "skipped": [], "videos": [],
+          "files": {k: [] for k in kinds(mouth)}}
 
 
 def check_plan(fp: str, out_dir: str, read: Any, write: Any):
   """Refuses to resume into ``out_dir`` with another plan (``read()`` → the stored plan.json
-  text or None; ``write(text)`` stores it), so shards of two different runs never mix."""
+  object or None; ``write(obj)`` stores it), so shards of two different runs never mix."""
   old = read()
   if old is None:
-    write(json.dumps({"fingerprint": fp}))
-  elif json.loads(old)["fingerprint"] != fp:
+    write({"fingerprint": fp})
+  elif old["fingerprint"] != fp:
     raise ValueError(f"{out_dir} holds a run with other videos, settings or shard counts; "
                      "resume with the same arguments or use a new out_dir")
 
@@ -271,8 +281,8 @@ def _check_plan(state: str, fp: str, out_dir: str):
     if not os.path.exists(path):
       return None
     with open(path) as f:
-      return f.read()
-  check_plan(fp, out_dir, read, lambda text: _write_json(path, json.loads(text)))
+      return json.load(f)
+  check_plan(fp, out_dir, read, lambda obj: _write_json(path, obj))
 
 
 def assemble(markers: Mapping[str, List[Dict[str, Any]]], mouth: bool):
@@ -283,7 +293,7 @@ def assemble(markers: Mapping[str, List[Dict[str, Any]]], mouth: bool):
   for s, ms in markers.items():
     skipped += [x for m in ms for x in m["skipped"]]
     videos += [v for m in ms for v in m["videos"]]
-    for kind in (["faces", "mouths"] if mouth else ["faces"]):
+    for kind in kinds(mouth):
       files = [f for m in ms for f in m["files"][kind]]
       rows = [r for m in ms for r in m["rows"][kind]]
       per_kind[kind][s] = (files, rows, sum(1 for m in ms if m["files"][kind]))
