@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from input_pipeline.ops import register
+from input_pipeline.op_registry import register
 
 # Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per
 # factor 6.4 in frequency).
@@ -159,7 +159,7 @@ def log_mel_spectrogram_jax(waveform, *, sample_rate: int = 16000, n_fft: int = 
   Traceable (call it inside `jax.jit`; the keyword arguments are Python constants). jax is
   imported lazily so that numpy-only data workers never pay for it.
   """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # numpy-only data workers never pay for importing jax.
 
   _check_stft_args("log_mel_spectrogram_jax", sample_rate, n_fft, win_length, hop_length,
                    n_mels, fmin, fmax, top_db, scale)

@@ -10,12 +10,12 @@ Ops return a new dict and never write into an input array.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-from input_pipeline.ops import register
+from input_pipeline.op_registry import register
 
 Keys = Union[str, Sequence[str]]
 
@@ -463,3 +463,16 @@ def to_float(keys: Keys = ("video",), scale: float = 1 / 255, mean: Any = None, 
     return out
 
   return fn
+
+
+@register("copy")
+def copy(src: str, dst: str):
+  """Duplicates a field under a new name (e.g. the log-mel the student's masking will edit)."""
+
+  def apply(example: Dict[str, Any], rng: np.random.Generator) -> Dict[str, Any]:
+    del rng
+    if src not in example:
+      raise KeyError(f"data op 'copy': field {src!r} not in the example; has {sorted(example)}")
+    return {**example, dst: example[src]}
+
+  return apply

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ml_collections
 
 def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
-                  labels=(), manipulations=(), balance: str = "none") -> ml_collections.ConfigDict:
+                  labels=(), manipulations=(), balance: str = "none",
+                  exclude_manipulations=()) -> ml_collections.ConfigDict:
   """One training source. ``batch_size`` is this source's share of the GLOBAL batch."""
   return ml_collections.ConfigDict(dict(
       data_dir=data_dir,  # Local or gs:// dataset dir, or "synthetic:<preset>".
@@ -17,6 +18,7 @@ def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
       batch_size=batch_size,
       labels=tuple(labels),  # () = all; (0,) = reals only.
       manipulations=tuple(manipulations),  # () = all; e.g. ("real", "graphics_swap").
+      exclude_manipulations=tuple(exclude_manipulations),  # Held out, e.g. ("neural_texture",).
       balance=balance,  # "none" | "class" (oversample the minority class, FakeOut).
   ))
 
@@ -36,6 +38,7 @@ def input_config() -> ml_collections.ConfigDict:
           clips_per_video=0,  # 0 = every non-overlapping clip of the video.
           labels=(),  # () = all; (0,) = reals only (e.g. representation metrics of stage 1).
           manipulations=(),  # () = all; e.g. ("real", "graphics_swap").
+          exclude_manipulations=(),  # Held out, e.g. ("neural_texture",).
           ops="center_crop(size=140, resize=112)|log_mel",
       )),
   ))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict
 import cv2
 import numpy as np
 
-from input_pipeline.ops import register
+from input_pipeline.op_registry import register
 
 LEVELS = {
     "saturation": (0.4, 0.3, 0.2, 0.1, 0.0),
@@ -91,7 +91,7 @@ def pixelation(video: np.ndarray, factor: int, rng: np.random.Generator) -> np.n
 def compression(video: np.ndarray, crf: int, rng: np.random.Generator, fps: int = 25) -> np.ndarray:
   """Encodes the clip with libx264 at ``crf`` into memory and decodes it back."""
   del rng
-  import av  # Imported lazily: only this op needs PyAV.
+  import av  # ~1 s to import, and only this op needs it; every data worker imports this module.
   t, h, w, _ = video.shape
   # yuv420p needs even sizes: pad by edge replication, crop after decoding.
   ph, pw = h + h % 2, w + w % 2

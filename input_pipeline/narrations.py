@@ -12,11 +12,14 @@ to the clip start), and the ``narrations`` op turns it into fixed-size token arr
   ``text`` int32 [num, max_words] token ids (0 = ``<pad>``, 1 = ``<unk>``);
   ``text_valid`` bool [num] (False for padding narrations when the video has fewer windows).
 
-The vocabulary is ``<pad>``, ``<unk>`` and then either the synthetic generator's
-``VOCABULARY`` (default) or the words of a user-supplied word2vec text file (one word followed by
-its vector per line, e.g. 300 floats; an optional ``"<count> <dim>"`` header line is skipped).
-The text model reads the same file for its initial (then frozen) embeddings, so ids agree.
-Nothing is ever downloaded.
+The vocabulary is ``<pad>``, ``<unk>`` and then the words of ``vocab_path``, which is either a
+user-supplied word2vec text file (one word followed by its vector per line, e.g. 300 floats; an
+optional ``"<count> <dim>"`` header line is skipped) or a plain word list (one word per line, no
+vectors: the text model then learns its embeddings). The vocabulary comes from the data, never
+from code: a dataset may ship its word list as ``vocabulary.txt`` (the embedded synthetic
+datasets do), named e.g. ``synthetic:narrated/vocabulary.txt`` (``sources.resolve_path``).
+The text model reads the same file for its initial embeddings, so ids agree. Nothing is ever
+downloaded.
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ import functools
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+from etils import epath
 
-from input_pipeline.ops import register
+from input_pipeline import sources
+from input_pipeline.op_registry import register
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -33,14 +38,18 @@ TRANSCRIPT_KEYS = ("words", "word_start", "word_end", "clip_duration")
 
 
 @functools.lru_cache(maxsize=4)
-def load_word2vec(path: str) -> Tuple[Tuple[str, ...], np.ndarray]:
-  """(words, vectors float32 [V, D]) from a word2vec text file, ``<pad>``/``<unk>`` prepended
-  with zero vectors. Raises naming the file and line on a malformed or inconsistent line."""
+def load_vocabulary(vocab_path: str) -> Tuple[Tuple[str, ...], Optional[np.ndarray]]:
+  """(words, vectors float32 [V, D] or None) from a word2vec text file or a word list, with
+  ``<pad>``/``<unk>`` prepended (zero vectors). Raises naming the file and line on a malformed
+  or inconsistent line."""
+  if not vocab_path:
+    raise ValueError("vocab_path is empty: give a word2vec text file or a word list (e.g. the "
+                     "dataset's vocabulary.txt, 'synthetic:narrated/vocabulary.txt')")
+  path = sources.resolve_path(vocab_path)
   words, vectors, dim = [PAD, UNK], [], None
-  with open(path, encoding="utf-8") as f:
+  with epath.Path(path).open("r", encoding="utf-8") as f:
     for n, line in enumerate(f, 1):
-      parts = line.rstrip("\n").split(" ")
-      parts = [p for p in parts if p]
+      parts = [p for p in line.rstrip("\n").split(" ") if p]
       if not parts:
         continue
       if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
@@ -48,27 +57,26 @@ def load_word2vec(path: str) -> Tuple[Tuple[str, ...], np.ndarray]:
       try:
         vec = np.asarray([float(v) for v in parts[1:]], np.float32)
       except ValueError:
-        raise ValueError(f"{path}:{n}: expected a word followed by floats") from None
+        raise ValueError(f"{path}:{n}: expected a word, optionally followed by floats") from None
       if dim is None:
         dim = len(vec)
-      if len(vec) != dim or dim == 0:
+      if len(vec) != dim:
         raise ValueError(f"{path}:{n}: {len(vec)} values, expected {dim} like the first line")
       if parts[0] in (PAD, UNK):
         continue
       words.append(parts[0])
       vectors.append(vec)
   if dim is None:
-    raise ValueError(f"{path}: no word vectors")
+    raise ValueError(f"{path}: no words")
+  if dim == 0:  # A word list: no vectors.
+    return tuple(words), None
   table = np.concatenate([np.zeros((2, dim), np.float32), np.stack(vectors)])
   return tuple(words), table
 
 
-def vocabulary(vocab_path: str = "") -> Tuple[str, ...]:
-  """The token list: ``<pad>``, ``<unk>``, then the file's words or the synthetic VOCABULARY."""
-  if vocab_path:
-    return load_word2vec(vocab_path)[0]
-  from input_pipeline.synthetic import speech
-  return (PAD, UNK) + tuple(speech.VOCABULARY)
+def vocabulary(vocab_path: str) -> Tuple[str, ...]:
+  """The token list: ``<pad>``, ``<unk>``, then the file's words."""
+  return load_vocabulary(vocab_path)[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,7 +84,7 @@ def _token_ids(vocab_path: str) -> Dict[str, int]:
   return {w: i for i, w in enumerate(vocabulary(vocab_path))}
 
 
-def tokenize(words, vocab_path: str = "", max_words: Optional[int] = None) -> np.ndarray:
+def tokenize(words, vocab_path: str, max_words: Optional[int] = None) -> np.ndarray:
   """Words → int32 ids (unknown words → ``<unk>``), truncated / padded to ``max_words``."""
   ids = _token_ids(vocab_path)
   out = [ids.get(w, UNK_ID) for w in words]

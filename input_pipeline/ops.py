@@ -1,62 +1,23 @@
-"""Registry and parser for the input pipeline's data ops.
+"""Builds data-op chains from config strings (``"random_crop(size=140, resize=112)|flip"``).
 
-A data op is built from a config string such as ``"random_crop(size=140, resize=112)|flip"``
-(big_vision-style, so a whole pipeline can be overridden from the command line). Each registered
-name is a *factory*: called with the keyword arguments from the string it returns
-``fn(example: dict, rng: np.random.Generator) -> dict``. Ops are pure: they return a new dict
-(shallow copy) and never modify input arrays in place, because two views may share a buffer.
-Deterministic ops simply ignore ``rng``.
+The registry and the parser are in ``input_pipeline.op_registry``; importing this module
+registers every built-in op (the op modules below), so ``check_spec`` and ``build`` see them all.
 """
 from __future__ import annotations
 
-import ast
 import inspect
-from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from fakedet.registry import Registry
+# The op modules register their ops on import.
+from input_pipeline import audio, augment, corruptions, narrations  # pylint: disable=unused-import
+from input_pipeline.op_registry import OPS, Example, parse_spec
 
-Example = Dict[str, Any]
-Op = Callable[[Example, np.random.Generator], Example]
-
-OPS = Registry("data op")
-register = OPS.register
-
-
-def parse_spec(spec: str) -> List[Tuple[str, Dict[str, Any]]]:
-  """Parses ``"a(x=1)|b"`` into ``[("a", {"x": 1}), ("b", {})]``; only keyword arguments."""
-  parsed = []
-  for part in (p.strip() for p in spec.split("|")):
-    if not part:
-      continue
-    try:
-      node = ast.parse(part, mode="eval").body
-    except SyntaxError as e:
-      raise ValueError(f"data op {part!r} in {spec!r} is not valid `name(key=value, ...)` syntax") from e
-    if isinstance(node, ast.Name):
-      parsed.append((node.id, {}))
-      continue
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)) or node.args:
-      raise ValueError(f"data op {part!r} in {spec!r}: expected `name` or `name(key=value, ...)` "
-                       "with keyword arguments only")
-    try:
-      kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-    except ValueError as e:
-      raise ValueError(f"data op {part!r}: arguments must be Python literals") from e
-    parsed.append((node.func.id, kwargs))
-  return parsed
-
-
-def _register_builtin_ops():
-  # Imported here, not at the top: those modules import `register` from this one.
-  from input_pipeline import audio, augment, corruptions, narrations  # pylint: disable=unused-import,import-outside-toplevel
-  del audio, augment, corruptions, narrations
+__all__ = ["OPS", "Chain", "build", "check_spec", "parse_spec"]
 
 
 def check_spec(spec: str) -> None:
   """Fails fast on unknown op names or arguments, naming the op and the allowed arguments."""
-  _register_builtin_ops()
   for name, kwargs in parse_spec(spec):
     factory = OPS.get(name)
     allowed = inspect.signature(factory).parameters
@@ -89,16 +50,3 @@ class Chain:
 def build(spec: str) -> Chain:
   """Builds one callable that applies every op in ``spec`` in order (fails fast on bad specs)."""
   return Chain(spec)
-
-
-@register("copy")
-def copy(src: str, dst: str):
-  """Duplicates a field under a new name (e.g. the log-mel the student's masking will edit)."""
-
-  def apply(example: Example, rng: np.random.Generator) -> Example:
-    del rng
-    if src not in example:
-      raise KeyError(f"data op 'copy': field {src!r} not in the example; has {sorted(example)}")
-    return {**example, dst: example[src]}
-
-  return apply

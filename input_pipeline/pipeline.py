@@ -16,6 +16,7 @@ import functools
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import grain
 import numpy as np
 
 from input_pipeline import ops, records, sampling, sources
@@ -25,7 +26,7 @@ _skipped = set()  # Distinct records this process skipped in skip_bad_records mo
 
 def _process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
   if process_index is None or process_count is None:
-    import jax
+    import jax  # Only the main process asks; grain workers unpickle this module without jax.
     return jax.process_index(), jax.process_count()
   return process_index, process_count
 
@@ -76,7 +77,6 @@ def _train_example(index: int, rng: np.random.Generator, *, source: sources.Clip
 
 def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: int):
   """Infinite MapDataset of record indices, reshuffled every epoch."""
-  import grain
   if balance == "none":
     return grain.MapDataset.source(selected.tolist()).shuffle(seed=seed).repeat(None)
   if balance == "class":  # Oversample the minority class: alternate real / fake.
@@ -93,7 +93,7 @@ def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: 
 def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any], seed: int,
                     process_index: int, process_count: int):
   source = sources.ClipSource(sources.resolve_data_dir(scfg["data_dir"]), scfg["split"])
-  selection = sources.Selection(tuple(scfg["labels"]), tuple(scfg["manipulations"]))
+  selection = sources.Selection.from_config(scfg)
   selected = selection.indices(source.index)[process_index::process_count]
   if not len(selected):
     raise ValueError(f"input.sources.{name}: no records of {source} match {selection} on "
@@ -125,7 +125,6 @@ def train_dataset(icfg: Mapping[str, Any], seed: int, *, process_index: Optional
     icfg: the ``config.input`` section (see configs/common.py for its fields).
     seed: the run's data seed.
   """
-  import grain
   pi, pc = _process(process_index, process_count)
   names = sorted(icfg["sources"])
   if not names:
@@ -192,7 +191,7 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
   ecfg = icfg["eval"]
   pi, pc = _process(process_index, process_count)
   source = sources.ClipSource(sources.resolve_data_dir(ecfg["data_dir"]), ecfg["split"])
-  selection = sources.Selection(tuple(ecfg["labels"]), tuple(ecfg["manipulations"]))
+  selection = sources.Selection.from_config(ecfg)
   items = eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
                      icfg["skip_bad_records"], selection)
   if not items:
@@ -200,24 +199,9 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
                      f"{source.data_dir} (labels={tuple(ecfg['labels'])}, manipulations="
                      f"{tuple(ecfg['manipulations'])})")
   host_batch = per_host(ecfg["batch_size"], pc, "input.eval.batch_size")
-  import grain
   fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
                          with_words=icfg["with_words"],
                          chain=ops.build(ecfg["ops"]), skip_bad_records=icfg["skip_bad_records"])
   ds = grain.MapDataset.source(items)[pi::pc].map(fn).to_iter_dataset()
   return ds.batch(host_batch).map(functools.partial(_pad, size=host_batch))
-
-
-# ----------------------------------------------------------------------------- devices
-def to_global(batch: Mapping[str, np.ndarray], mesh, axis: str = "data") -> Dict[str, Any]:
-  """The one choke point where host batches become global jax.Arrays sharded over ``axis``.
-
-  Numeric fields become arrays whose leading dimension is the global batch; string metadata
-  (video ids, manipulation names) stays on the host.
-  """
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec
-  sharding = NamedSharding(mesh, PartitionSpec(axis))
-  return {k: (jax.make_array_from_process_local_data(sharding, v)
-              if np.asarray(v).dtype.kind in "biuf" else v) for k, v in batch.items()}

@@ -27,6 +27,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from array_record.python import array_record_module
+from etils import epath
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 FORMAT_VERSION = 1
@@ -289,8 +291,7 @@ class ShardWriter:
   """
 
   def __init__(self, out_dir: str, names: Dict[str, str]):
-    import tensorflow as tf  # Only the TFRecord writer needs TF; readers never import it.
-    from array_record.python import array_record_module
+    import tensorflow as tf  # Heavy and only for the TFRecord writer; readers never import it.
     self.final = {fmt: os.path.join(out_dir, n) for fmt, n in names.items()}
     self.tmp = {fmt: p + ".tmp" for fmt, p in self.final.items()}
     self.writers = {}
@@ -407,7 +408,6 @@ def _write_json_atomic(path: str, obj: Any):
 
 def read_manifest(data_dir: str) -> Dict[str, Any]:
   """Reads ``manifest.json``; a missing directory or manifest is a clear error."""
-  from etils import epath
   d = epath.Path(data_dir)
   if not d.exists():
     raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
@@ -430,6 +430,5 @@ def split_files(data_dir: str, manifest: Mapping[str, Any], split: str, fmt: str
 
 
 def read_index(data_dir: str, manifest: Mapping[str, Any], split: str) -> Dict[str, list]:
-  from etils import epath
   split_files(data_dir, manifest, split, FORMATS[0])  # Validates the split name.
   return json.loads((epath.Path(data_dir) / manifest["splits"][split]["index"]).read_text())

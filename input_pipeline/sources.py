@@ -3,24 +3,38 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+import grain
+
 from input_pipeline import records
+from input_pipeline.synthetic import dataset as synthetic
 
 SYNTHETIC_PREFIX = "synthetic:"
 
 
-def resolve_data_dir(data_dir: str) -> str:
-  """``"synthetic:<preset>"`` → the cached embedded dataset (built on first use); else as is."""
+def resolve_data_dir(data_dir: str, what: str = "input data_dir") -> str:
+  """``"synthetic:<preset>"`` → the cached embedded dataset (built on first use); else as is.
+  ``what`` names the config key in the error for an empty value."""
   if data_dir.startswith(SYNTHETIC_PREFIX):
-    from input_pipeline.synthetic import dataset as synthetic
     return synthetic.ensure(synthetic.preset(data_dir[len(SYNTHETIC_PREFIX):]))
   if not data_dir:
-    raise ValueError("input data_dir is empty: set it to a dataset directory (local or gs://) "
-                     "or to 'synthetic:demo' for the embedded dataset")
+    raise ValueError(f"{what} is empty: set it to a dataset directory (local or gs://) or to "
+                     "'synthetic:demo' for the embedded dataset")
   return data_dir
+
+
+def resolve_path(path: str) -> str:
+  """A file inside a dataset: ``"synthetic:<preset>/<file>"`` → that file of the cached embedded
+  dataset (e.g. its ``vocabulary.txt``); any other path as is."""
+  if not path.startswith(SYNTHETIC_PREFIX):
+    return path
+  name, sep, rest = path.partition("/")
+  if not sep or not rest:
+    raise ValueError(f"{path!r}: expected 'synthetic:<preset>/<file>'")
+  return f"{resolve_data_dir(name)}/{rest}"
 
 
 class ClipSource:
@@ -31,7 +45,6 @@ class ClipSource:
   """
 
   def __init__(self, data_dir: str, split: str):
-    import grain
     self.data_dir, self.split = data_dir, split
     manifest = records.read_manifest(data_dir)
     self.files = records.split_files(data_dir, manifest, split, "array_record")
@@ -69,17 +82,29 @@ class Selection:
   """Which records of a split to use (filters applied with the index, without decoding)."""
   labels: Sequence[int] = ()  # Empty = all labels.
   manipulations: Sequence[str] = ()  # Empty = all; e.g. ("real", "graphics_swap").
+  exclude_manipulations: Sequence[str] = ()  # Held out, e.g. ("neural_texture",).
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any]) -> "Selection":
+    """From a source or eval config section (``labels``, ``manipulations``,
+    ``exclude_manipulations``)."""
+    return cls(tuple(cfg["labels"]), tuple(cfg["manipulations"]),
+               tuple(cfg["exclude_manipulations"]))
 
   def indices(self, index: Dict[str, List[Any]]) -> np.ndarray:
     keep = np.ones(len(index["label"]), bool)
     if self.labels:
       keep &= np.isin(index["label"], list(self.labels))
+    known = set(index["manipulation"])
+    for what, names in (("manipulations", self.manipulations),
+                        ("exclude_manipulations", self.exclude_manipulations)):
+      unknown = sorted(set(names) - known)
+      if unknown:  # The families come from the data: a name it lacks is a typo or wrong data.
+        raise ValueError(f"{what} {unknown} not in this split; it has {sorted(known)}")
     if self.manipulations:
-      known = set(index["manipulation"])
-      unknown = sorted(set(self.manipulations) - known)
-      if unknown:
-        raise ValueError(f"manipulations {unknown} not in this split; it has {sorted(known)}")
       keep &= np.isin(index["manipulation"], list(self.manipulations))
+    if self.exclude_manipulations:
+      keep &= ~np.isin(index["manipulation"], list(self.exclude_manipulations))
     return np.flatnonzero(keep)
 
 

@@ -14,6 +14,8 @@ import sys
 from typing import Iterator, List, Optional, Tuple
 
 from absl import app, flags
+from array_record.python import array_record_module
+from tqdm import tqdm
 
 from input_pipeline import records
 
@@ -23,7 +25,6 @@ _CHECKSUMS = flags.DEFINE_bool("checksums", True, "Verify the SHA-256 of every s
 
 
 def _array_records(path: str) -> Iterator[Tuple[int, Optional[bytes], Optional[str]]]:
-  from array_record.python import array_record_module
   reader = array_record_module.ArrayRecordReader(path)
   try:
     for i in range(reader.num_records()):
@@ -36,7 +37,7 @@ def _array_records(path: str) -> Iterator[Tuple[int, Optional[bytes], Optional[s
 
 
 def _tfrecords(path: str) -> Iterator[Tuple[int, Optional[bytes], Optional[str]]]:
-  import tensorflow as tf
+  import tensorflow as tf  # Heavy; only TFRecord shards need it (a CRC-checking reader).
   i = 0
   try:
     for data in tf.data.TFRecordDataset(path).as_numpy_iterator():
@@ -61,7 +62,6 @@ def check_record(data: bytes, where: str, sample_rate: Optional[int]) -> Optiona
 def validate(data_dir: str, splits: Optional[List[str]] = None, sample_rate: Optional[int] = None,
              checksums: bool = True, progress: bool = True) -> List[str]:
   """Returns one message per problem found (empty list = valid dataset)."""
-  from tqdm import tqdm
   try:
     manifest = records.read_manifest(data_dir)
   except FileNotFoundError as e:

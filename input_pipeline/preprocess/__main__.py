@@ -58,7 +58,7 @@ def main(argv):
   meta = dict(split=_SPLIT.value, source=_SOURCE.value, label=_LABEL.value,
               manipulation=_MANIP.value)
   if _BEAM.value:
-    from input_pipeline.preprocess import beam_pipeline  # pylint: disable=import-outside-toplevel
+    from input_pipeline.preprocess import beam_pipeline  # Needs the optional [beam] extra.
   if _VIDEOS.value.endswith(".jsonl"):
     read = beam_pipeline.read_list if _BEAM.value else runner.read_list
     items = read(_VIDEOS.value, **meta)

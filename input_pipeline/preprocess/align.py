@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from input_pipeline.preprocess.faces import MOUTH, STABLE
@@ -100,7 +101,6 @@ def warp(frames: np.ndarray, mats: np.ndarray, size: int) -> np.ndarray:
   Pixels outside the frame are black: replicating the border would invent texture, which a
   forgery detector could learn as an artefact.
   """
-  import cv2  # pylint: disable=import-outside-toplevel
   out = np.empty((len(frames), size, size, 3), np.uint8)
   for t, (f, m) in enumerate(zip(frames, mats)):
     out[t] = cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_LINEAR,

@@ -37,12 +37,13 @@ try:
   import apache_beam as beam
   from apache_beam.io.filesystem import CompressionTypes
   from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 except ImportError as _e:  # pragma: no cover - exercised only without the extra.
   raise ImportError("the Beam preprocessing pipeline needs Apache Beam: "
                     "pip install -e '.[beam]'") from _e
 
 from input_pipeline import records
-from input_pipeline.preprocess import runner, video
+from input_pipeline.preprocess import faces, runner, video
 
 ITEMS = "beam_items.jsonl"
 METRICS = "fakedet_preprocess"  # Beam metrics namespace (Dataflow UI, DirectRunner summary).
@@ -113,7 +114,6 @@ class ProcessVideo(beam.DoFn):
     self.detector = None
 
   def setup(self):  # Once per worker: MTCNN's graph takes seconds to build.
-    from input_pipeline.preprocess import faces  # pylint: disable=import-outside-toplevel
     faces.set_single_thread(tensorflow=self.detector_name == "mtcnn")
     if self.detector_name == "mtcnn":
       self.detector = video.make_detector(self.config)
@@ -281,7 +281,6 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
   is done. ``pipeline_args``: Beam options (default: the DirectRunner on this machine), e.g.
   ``["--runner=DataflowRunner", "--project=P", "--region=R", "--temp_location=gs://B/tmp"]``.
   """
-  from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # pylint: disable=import-outside-toplevel
   _, shards = runner.check_items(items, detector, num_shards)
   if not items:
     raise ValueError("no videos to preprocess")

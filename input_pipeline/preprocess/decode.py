@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional, Tuple
 
+import av
 import numpy as np
 
 DECODE_ERROR = "decode_error"
@@ -130,8 +131,6 @@ def read_video(path: str, fps: float = 25.0, sample_rate: int = 16000,
   Raises:
     MediaError naming the kind of failure.
   """
-  import av  # pylint: disable=import-outside-toplevel
-
   try:
     container = av.open(path)
   except (av.error.FFmpegError, OSError) as e:
@@ -161,8 +160,6 @@ def read_video(path: str, fps: float = 25.0, sample_rate: int = 16000,
 def _decode(container, streams, vstream, astream, path, fps, sample_rate, max_side, min_seconds,
             max_seconds) -> Media:
   """Demuxes once, keeping RGB frames with their times and resampled mono s16 audio."""
-  import av  # pylint: disable=import-outside-toplevel
-
   frames, times, chunks = [], [], []
   audio_start = None
   resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)

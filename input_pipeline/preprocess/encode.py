@@ -6,8 +6,10 @@ generator's faces and speech through these encoders and read them back through `
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Optional
 
+import av
 import numpy as np
 
 # Container → (video codec, audio codec) pairs that PyAV's bundled FFmpeg can write offline.
@@ -25,8 +27,6 @@ def write_video(path: str, frames: np.ndarray, audio: Optional[np.ndarray], fps:
   because yuv420p needs them. ``rotation`` stores a display matrix turning the frames by that
   many degrees counter-clockwise (as a phone does for portrait video).
   """
-  import av  # pylint: disable=import-outside-toplevel
-  from fractions import Fraction  # pylint: disable=import-outside-toplevel
   ext = path[path.rfind("."):].lower()
   vcodec, acodec = CODECS.get(ext, ("libx264", "aac"))
   vcodec, acodec = video_codec or vcodec, audio_codec or acodec

@@ -24,6 +24,7 @@ import json
 import os
 from typing import List, Optional
 
+import cv2
 import numpy as np
 
 POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # Image-left first.
@@ -133,7 +134,7 @@ class MtcnnDetector:
   def __init__(self, max_side: int = 400, every: int = 1, batch_size: int = 16,
                min_face_size: int = 20, min_score: float = 0.9):
     try:
-      from mtcnn import MTCNN  # pylint: disable=import-outside-toplevel
+      from mtcnn import MTCNN  # Optional [faces] extra; imports TensorFlow (seconds, ~0.5 GB).
     except ImportError as e:
       raise ImportError("face detection needs the optional dependency mtcnn: "
                         "pip install -e '.[faces]' (or supply landmark files)") from e
@@ -143,7 +144,6 @@ class MtcnnDetector:
 
   def __call__(self, frames: np.ndarray) -> List[Detections]:
     """frames: uint8 [T, H, W, 3] RGB → one ``Detections`` per frame (empty on skipped frames)."""
-    import cv2  # pylint: disable=import-outside-toplevel
     t, h, w = frames.shape[:3]
     s = min(1.0, self.max_side / max(h, w))
     size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
@@ -182,12 +182,11 @@ def set_single_thread(tensorflow: bool = True):
   Call before the first TensorFlow op; ``tensorflow=False`` leaves TF unimported (a landmark-file
   run never needs its 5 s import and 0.5 GB per worker).
   """
-  import cv2  # pylint: disable=import-outside-toplevel
   cv2.setNumThreads(1)
   if not tensorflow:
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # Heavy: only MTCNN runs need it (see above).
   try:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

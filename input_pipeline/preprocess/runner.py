@@ -25,10 +25,14 @@ import multiprocessing
 import os
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
+from tqdm import tqdm
+
 from input_pipeline import records
-from input_pipeline.preprocess import decode, video
+from input_pipeline.preprocess import decode, faces, video
 
 STATE_DIR = ".preprocess"
 REPORT = "preprocess.json"
@@ -65,7 +69,6 @@ def fingerprint(items: Sequence[video.VideoItem], config: video.PreprocessConfig
 
 def init_worker(config: video.PreprocessConfig, detector: str):
   """Per-process setup for ``work``: single-threaded TF/OpenCV and the detector, built once."""
-  from input_pipeline.preprocess import faces  # pylint: disable=import-outside-toplevel
   faces.set_single_thread(tensorflow=detector == "mtcnn")
   _worker["config"] = config
   _worker["detector"] = video.make_detector(config) if detector == "mtcnn" else None
@@ -122,7 +125,6 @@ class _Pool:
     self.executor = self._new()
 
   def _new(self):
-    from concurrent.futures import ProcessPoolExecutor  # pylint: disable=import-outside-toplevel
     n, config, detector = self.args
     return ProcessPoolExecutor(n, multiprocessing.get_context("spawn"), init_worker,
                                (config, detector))
@@ -132,7 +134,6 @@ class _Pool:
     self.executor = self._new()
 
   def ordered(self, items: Sequence[video.VideoItem]) -> Iterator[Dict[str, Any]]:
-    from concurrent.futures.process import BrokenProcessPool  # pylint: disable=import-outside-toplevel
     ahead = 2 * self.args[0]  # Bounded look-ahead: results hold JPEG bytes of whole videos.
     queue = collections.deque()
     it = iter(items)
@@ -151,7 +152,6 @@ class _Pool:
         queue.append((nxt, self.executor.submit(work, nxt)))
 
   def _alone(self, item: video.VideoItem) -> Dict[str, Any]:
-    from concurrent.futures.process import BrokenProcessPool  # pylint: disable=import-outside-toplevel
     try:
       return self.executor.submit(work, item).result()
     except BrokenProcessPool:
@@ -206,7 +206,6 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
     num_shards: per split, or one number for all; more shards than videos leaves some empty
       (they are not written).
   """
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   splits, shards = check_items(items, detector, num_shards)
   state = os.path.join(out_dir, STATE_DIR)
   os.makedirs(state, exist_ok=True)

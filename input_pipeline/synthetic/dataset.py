@@ -23,8 +23,11 @@ import os
 import shutil
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
+from input_pipeline import records
 from input_pipeline.synthetic import faces, forgeries, speech
 from input_pipeline.synthetic.forgeries import FAMILIES
 
@@ -199,7 +202,6 @@ def _group_task(args) -> List[Dict[str, Any]]:
 
 
 def _init_worker():
-  import cv2  # pylint: disable=import-outside-toplevel
   cv2.setNumThreads(1)
 
 
@@ -251,11 +253,10 @@ def default_workers() -> int:
   return max(1, min(8, cpus or 1))
 
 
-def _progress(records: Iterator[Dict[str, Any]], total: int, desc: str):
+def _progress(recs: Iterator[Dict[str, Any]], total: int, desc: str):
   """Shows a progress bar from the first record on (splits are written one after another)."""
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   with tqdm(total=total, desc=desc, unit="video") as bar:
-    for record in records:
+    for record in recs:
       yield record
       bar.update()
 
@@ -267,10 +268,10 @@ def build(config: SyntheticConfig, out_dir: str,
   num_workers defaults to the available CPUs (at most 8, and fewer for small configs, where
   starting processes costs more than it saves).
   """
-  from input_pipeline import records  # pylint: disable=import-outside-toplevel
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "synthetic_config.json"), "w") as f:
     json.dump({"generator_version": GENERATOR_VERSION, **dataclasses.asdict(config)}, f, indent=1)
+  write_vocabulary(out_dir)
   if num_workers is None:
     groups = sum(num_reals(config, s) for s in config.splits)
     num_workers = min(default_workers(), max(1, groups // 16))
@@ -281,6 +282,19 @@ def build(config: SyntheticConfig, out_dir: str,
     return records.write_dataset(out_dir, name=config.source, splits=splits,
                                  num_shards=dict(zip(config.splits, config.num_shards)),
                                  jpeg_quality=config.jpeg_quality)
+
+
+VOCABULARY_FILE = "vocabulary.txt"
+
+
+def write_vocabulary(out_dir: str) -> str:
+  """The generator's word list as the dataset's ``vocabulary.txt`` (one word per line), so text
+  models read the vocabulary from the data like any corpus's, never from this module."""
+  path = os.path.join(out_dir, VOCABULARY_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write("".join(w + "\n" for w in speech.VOCABULARY))
+  os.replace(path + ".tmp", path)
+  return path
 
 
 def default_cache_dir() -> str:
@@ -302,6 +316,8 @@ def ensure(config: Union[SyntheticConfig, str], cache_dir: Optional[str] = None,
   path = os.path.join(root, f"{config.name}-{fingerprint(config)}")
   manifest = os.path.join(path, "manifest.json")
   if os.path.exists(manifest):
+    if not os.path.exists(os.path.join(path, VOCABULARY_FILE)):
+      write_vocabulary(path)  # Caches built before datasets shipped their word list.
     return path
   os.makedirs(root, exist_ok=True)
   with open(path + ".lock", "w") as lock:

@@ -10,6 +10,7 @@ import time
 
 from absl import app, flags
 
+from input_pipeline import records
 from input_pipeline.synthetic import dataset
 
 _PRESET = flags.DEFINE_enum("preset", "demo", sorted(dataset.PRESETS), "Config preset.")
@@ -21,7 +22,6 @@ _SEED = flags.DEFINE_integer("seed", None, "Overrides the preset's seed.")
 
 def main(argv):
   del argv
-  from input_pipeline import records  # pylint: disable=import-outside-toplevel
   config = dataset.preset(_PRESET.value)
   if _SEED.value is not None:
     config = dataset.preset(_PRESET.value, seed=_SEED.value)
