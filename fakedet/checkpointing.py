@@ -1,40 +1,167 @@
-"""Orbax checkpoints of the whole train state plus the input iterator position.
+"""Every checkpoint read and write: locate, resolve steps, save/restore, best-state, warm starts.
 
-One ``CheckpointManager`` item ``state`` (params, batch stats, optimizer state, EMA teacher,
-step) and one item ``data`` (grain iterator state) are saved together, asynchronously, every
-``every_steps`` steps, keeping the newest ``keep``. Restoring both means a resumed run continues
+Layout of a workdir (what the trainer writes and every reader expects)::
+
+  <workdir>/checkpoints/<step>/{state,data}   one Orbax item per train state and grain iterator
+  <workdir>/best/checkpoints/<step>/state     model selection (``BestCheckpoint``)
+  <workdir>/best/best.json                    its metric, value, step and stale count
+
+Writers: ``Checkpointer`` saves the whole train state (params, batch stats, optimizer state, EMA
+teacher, step) together with the input iterator position, asynchronously, every
+``every_steps`` steps, keeping the newest ``keep``; restoring both means a resumed run continues
 with exactly the batches the uninterrupted run would have seen. A save interrupted by a kill
-leaves only a temporary directory, which the manager ignores on restart.
+leaves only a temporary directory, which the manager ignores on restart. SIGTERM (TPU/GCP
+preemption) sets a flag that the training loop polls: it saves and exits cleanly.
 
-SIGTERM (TPU/GCP preemption) sets a flag that the training loop polls: it saves and exits cleanly.
+Readers: ``locate`` + ``resolve_step`` turn whatever path the user has at hand into (manager
+directory, step); ``restore_inference`` reads only what scoring needs (never the optimizer
+state) into given shardings, after checking the arrays fit the config's model;
+``load_tree`` reads a whole saved state as host arrays (warm starts graft sub-trees of it).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import signal
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+CHECKPOINTS = "checkpoints"  # Sub-folder of a workdir holding the step folders.
+_INFERENCE_KEYS = ("step", "params", "batch_stats", "ema_params", "ema_batch_stats")
 
 
+def manager_path(path: str) -> epath.Path:
+  """An Orbax-ready directory: absolute for local paths (Orbax requires it), a cloud URL
+  (``gs://...``) as given."""
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
+def _reader(directory: epath.Path) -> ocp.CheckpointManager:
+  """A manager that can read the ``state`` item's metadata and restore it (the grain iterator
+  item ``data`` is registered so the folder layout is understood, but is never read)."""
+  return ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.PyTreeCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
+
+
+# ----------------------------------------------------------------------------- locating
+def locate(path: str) -> Tuple[str, Optional[int]]:
+  """(Orbax manager directory, step or None) from a workdir, its ``checkpoints/`` folder or one
+  step folder inside it (``.../checkpoints/1200``) — whichever the user has at hand."""
+  if not path:
+    raise FileNotFoundError("the checkpoint path is empty: give a training workdir or its "
+                            "checkpoints/ folder")
+  p = manager_path(path)
+  if not p.is_dir():
+    raise FileNotFoundError(f"checkpoint path {p} does not exist (expected a training workdir, "
+                            f"its checkpoints/ folder or one step folder)")
+  if (p / CHECKPOINTS).is_dir():
+    return str(p / CHECKPOINTS), None
+  if re.fullmatch(r"\d+", p.name) and (p / "state").is_dir():
+    return str(p.parent), int(p.name)
+  return str(p), None
+
+
+def resolve_step(directory: str, step: Optional[int]) -> int:
+  """The requested step (None or negative: the latest) after checking it exists."""
+  manager = _reader(manager_path(directory))
+  steps = sorted(manager.all_steps())
+  manager.close()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint under {directory}: expected step folders written by "
+                            f"the trainer (workdir/{CHECKPOINTS}/<step>)")
+  if step is None or step < 0:
+    return steps[-1]
+  if step not in steps:
+    raise FileNotFoundError(f"step {step} is not in {directory}; it has steps {steps}")
+  return step
+
+
+def find(path: str, step: Optional[int] = None) -> Tuple[str, int]:
+  """``locate`` then ``resolve_step``: (manager directory, existing step). An explicit ``step``
+  (>= 0) wins over a step folder in the path."""
+  directory, path_step = locate(path)
+  return directory, resolve_step(directory, step if step is not None and step >= 0 else path_step)
+
+
+# ----------------------------------------------------------------------------- reading
+def _key_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def mismatches(saved: Any, target: Any) -> List[str]:
+  """Target leaves the saved tree (nested dicts of array metadata) lacks or holds with another
+  shape, as readable strings; checked before restoring so the error names the parameter."""
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]:
+    node = saved
+    for k in path:
+      key = getattr(k, "key", getattr(k, "idx", None))
+      node = node.get(key) if isinstance(node, Mapping) else None
+      if node is None:
+        break
+    if node is None:
+      out.append(f"{_key_str(path)} (missing)")
+    elif tuple(node.shape) != tuple(leaf.shape):
+      out.append(f"{_key_str(path)} (saved {tuple(node.shape)}, config {tuple(leaf.shape)})")
+  return out
+
+
+def restore_inference(directory: str, step: int, abstract: Any) -> Any:
+  """``abstract`` (a TrainState of ShapeDtypeStructs with shardings, no optimizer state) filled
+  with the checkpoint's step, params, batch stats and EMA copies — never the optimizer state."""
+  target = {k: getattr(abstract, k) for k in _INFERENCE_KEYS
+            if jax.tree.leaves(getattr(abstract, k))}
+  manager = _reader(manager_path(directory))
+  try:
+    saved = manager.item_metadata(step)["state"]
+    bad = mismatches(getattr(saved, "tree", saved), target)
+    if bad:
+      raise ValueError(f"checkpoint {directory}/{step} does not fit config.model: {len(bad)} "
+                       f"arrays differ, e.g. {bad[:3]}; was it trained with this config.model?")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))["state"]
+  finally:
+    manager.close()
+  return abstract.replace(**restored)
+
+
+def load_tree(workdir: str, step: int = -1, what: str = "init.workdir") -> Dict[str, Any]:
+  """The whole saved train state of ``workdir`` (or of any path ``locate`` accepts) as nested
+  dicts of host arrays; ``what`` names the config key in errors."""
+  try:
+    directory, step = find(workdir, step)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{what}={workdir!r}: {e}") from None
+  manager = _reader(manager_path(directory))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+  finally:
+    manager.close()
+  return jax.tree.map(np.asarray, restored["state"])
+
+
+# ----------------------------------------------------------------------------- training
 class Checkpointer:
-  """Thin wrapper: save/restore (state, data iterator) and the preemption flag."""
+  """Save/restore (train state, data iterator) of one run, and the preemption flag."""
 
   def __init__(self, workdir: str, every_steps: int, keep: int, async_save: bool = True):
-    import grain
-    self._grain = grain
     self.every_steps = every_steps
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        manager_path(workdir) / CHECKPOINTS,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
         item_names=("state", "data"))
     self._stop_requested = False
 
-  # ------------------------------------------------------------------ preemption
   def install_sigterm_handler(self):
     def handler(signum, frame):
       del frame
@@ -46,12 +173,9 @@ class Checkpointer:
     """True on every host if any host got SIGTERM or orbax saw a preemption notice."""
     stop = self._stop_requested or self.manager.reached_preemption(step)
     if jax.process_count() > 1:
-      import numpy as np
-      from jax.experimental import multihost_utils
       stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
     return stop
 
-  # ------------------------------------------------------------------ save / restore
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
@@ -60,14 +184,14 @@ class Checkpointer:
       return False
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=self._grain.checkpoint.CheckpointSave(data_iter)), force=force)
+        data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
 
   def restore(self, abstract_state: Any, data_iter: Any, step: Optional[int] = None) -> Any:
     """Restores into ``abstract_state`` (ShapeDtypeStructs with shardings); sets the iterator."""
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=self._grain.checkpoint.CheckpointRestore(data_iter)))
+        data=grain.checkpoint.CheckpointRestore(data_iter)))
     return restored["state"]
 
   def wait(self):
@@ -91,17 +215,16 @@ class BestCheckpoint:
     if mode not in ("max", "min"):
       raise ValueError(f"selection.mode={mode!r}; allowed: max, min")
     self.metric, self.mode, self.patience = metric, mode, patience
-    self.dir = os.path.join(workdir, "best")
+    self.dir = manager_path(workdir) / "best"
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(self.dir, "checkpoints")),
+        self.dir / CHECKPOINTS,
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                              enable_async_checkpointing=False),
         item_names=("state",))
     self.record = {"metric": metric, "mode": mode, "value": None, "step": None, "stale": 0}
-    path = os.path.join(self.dir, "best.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        self.record.update(json.load(f))
+    path = self.dir / "best.json"
+    if path.exists():
+      self.record.update(json.loads(path.read_text()))
 
   def _better(self, value: float) -> bool:
     best = self.record["value"]
@@ -122,8 +245,7 @@ class BestCheckpoint:
     else:
       self.record["stale"] += 1
     if jax.process_index() == 0:
-      with open(os.path.join(self.dir, "best.json"), "w") as f:
-        json.dump(self.record, f, indent=1)
+      (self.dir / "best.json").write_text(json.dumps(self.record, indent=1))
     return improved
 
   @property

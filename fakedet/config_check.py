@@ -10,6 +10,9 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from input_pipeline import config as input_config_lib
+from input_pipeline import ops
+
 _NUMBER = (int, float)
 
 
@@ -54,8 +57,6 @@ def _compatible(value: Any, ref: Any) -> bool:
 
 def check_input(icfg: Mapping[str, Any]) -> None:
   """Checks the ``input`` section: keys, types, op specs and source settings."""
-  from input_pipeline import config as input_config_lib
-  from input_pipeline import ops
   check_against(icfg, input_config_lib.input_config(), "input", open_keys=("input.sources",))
   ops.check_spec(icfg.train_ops)
   ops.check_spec(icfg.eval.ops)

@@ -9,13 +9,14 @@ the latest step is used unless ``--step`` says otherwise. Reports go to ``--outp
 """
 from __future__ import annotations
 
-import logging
 import os
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fakedet import trainers
+from fakedet import cli, trainers
+from fakedet.evaluation import detector, protocols
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The experiment config the checkpoint was trained with.", lock_config=True)
@@ -40,14 +41,6 @@ def default_output_dir(manager_dir: str, protocol: str, step: int) -> str:
   return os.path.join(os.path.dirname(manager_dir), "eval", f"{protocol}_step{step}")
 
 
-class _QuietLibraries(logging.Filter):
-  """Drops INFO chatter from orbax/grain internals (as fakedet.main does; importing that module
-  would define its flags a second time)."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
-    return record.levelno >= logging.WARNING or not noisy
-
 
 def prepare(config, checkpoint: str, step: int):
   """Every check that needs no model: config, detector objective, checkpoint and step.
@@ -55,19 +48,14 @@ def prepare(config, checkpoint: str, step: int):
   Returns (Orbax manager directory, step). Raises ValueError/KeyError/FileNotFoundError with a
   message naming the bad key or path.
   """
-  from fakedet import objectives
-  from fakedet.evaluation import scoring
   trainers.get(config.trainer).check(config)  # Same fail-fast validation as training.
-  scoring.require_predict(objectives.get(config.objective.name), config.objective.name)
-  directory, path_step = scoring.checkpoint_location(checkpoint)
-  return directory, scoring.resolve_step(directory, step if step >= 0 else path_step)
+  return detector.find(config, checkpoint, step)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(_QuietLibraries())
+  cli.setup()
   config = _CONFIG.value
   try:
     directory, step = prepare(config, _CHECKPOINT.value, _STEP.value)
@@ -75,9 +63,7 @@ def main(argv):
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise app.UsageError(str(e).strip('"')) from None
   if _DISTRIBUTED.value:
-    import jax
     jax.distributed.initialize()
-  from fakedet.evaluation import protocols
   output_dir = _OUTPUT_DIR.value or default_output_dir(directory, _PROTOCOL.value, step)
   result = protocols.evaluate_checkpoint(
       config, directory, output_dir, _PROTOCOL.value, step=step,

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fakedet import trainers
+from fakedet import cli, trainers
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/data_preview.py:demo.",
@@ -21,24 +22,15 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging.Filter):
-  """Drops INFO chatter from orbax/grain internals; their warnings and errors still show."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
-    return record.levelno >= logging.WARNING or not noisy
-
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(_QuietLibraries())
+  cli.setup()
   config = _CONFIG.value
   trainer = trainers.get(config.trainer)  # Unknown name → error listing the registered ones.
   trainer.check(config)  # Unknown keys, wrong types, bad op specs: before anything is built.
   if _DISTRIBUTED.value:
-    import jax
     jax.distributed.initialize()
   logging.info("config:\n%s", config)
   trainer.run(config, _WORKDIR.value)

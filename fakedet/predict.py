@@ -22,7 +22,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from fakedet import trainers
+from fakedet import cli, trainers
+from fakedet.prediction import predictor as predictor_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The experiment config the checkpoint was trained with.", lock_config=True)
@@ -57,13 +58,6 @@ _DETECT_EVERY = flags.DEFINE_integer("detect_every", 1, "MTCNN on every n-th fra
 flags.mark_flags_as_required(["config", "checkpoint"])
 
 
-class _QuietLibraries(logging.Filter):
-  """Drops INFO chatter from orbax/grain internals (as fakedet.evaluate does)."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    noisy = "/orbax/" in record.pathname or "/grain/" in record.pathname
-    return record.levelno >= logging.WARNING or not noisy
-
 
 def exit_code(result) -> int:
   """0 if at least one file was scored: a batch job should not fail over one broken file (its
@@ -77,10 +71,8 @@ def main(argv):
   if not paths:
     raise app.UsageError("no video files given: python -m fakedet.predict --config=... "
                          "--checkpoint=... video.mp4 [more.mp4 ...]")
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(_QuietLibraries())
+  cli.setup()
   config = _CONFIG.value
-  from fakedet.prediction import predictor as predictor_lib
   clips = config.input.eval.clips_per_video if _CLIPS.value < 0 else _CLIPS.value
   options = predictor_lib.Options(
       clips_per_track=int(clips), aligned=_ALIGNED.value, landmarks_dir=_LANDMARKS.value,

@@ -1,17 +1,20 @@
 """Device mesh and shardings: data parallel over ``data`` (with room for ``fsdp``/``model``).
 
-Batches are sharded over every batch-like axis; parameters are replicated unless a rule in
-``config.mesh.param_rules`` says otherwise. Because the train step is jitted over global arrays,
+Batches are sharded over every batch-like axis (``BATCH_AXES``: decided here and only here;
+``device_batch`` is the one choke point where host batches become global arrays); parameters
+are replicated unless a rule in ``config.mesh.param_rules`` says otherwise. Because the train step is jitted over global arrays,
 BatchNorm statistics computed inside it are over the GLOBAL batch (XLA inserts the all-reduce),
 i.e. synchronised across the data axis, and results do not depend on the number of devices.
 """
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import jax
 import ml_collections
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
@@ -52,6 +55,33 @@ def make_mesh(mcfg: Mapping[str, Any], devices: Sequence[jax.Device] | None = No
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def batch_devices(mesh: Mesh) -> int:
+  """How many ways a global batch is split: the product of the batch axes' sizes."""
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> Dict[str, Any]:
+  """Host batch → global arrays sharded over the batch axes (leading dim = global batch).
+
+  Numeric fields become ``jax.Array``s; string metadata (video ids, manipulation names) stays
+  on the host.
+  """
+  sharding = batch_sharding(mesh)
+  return {k: (jax.make_array_from_process_local_data(sharding, v)
+              if np.asarray(v).dtype.kind in "biuf" else v) for k, v in batch.items()}
+
+
+def device_batch(batch: Mapping[str, np.ndarray], keys: Sequence[str],
+                 mesh: Mesh) -> Dict[str, jax.Array]:
+  """The ``keys`` fields an objective reads, as global arrays; a missing field names the ops
+  that should have made it."""
+  missing = [k for k in keys if k not in batch]
+  if missing:
+    raise KeyError(f"the objective needs batch fields {missing}; the input pipeline produces "
+                   f"{sorted(batch)} (check config.input.train_ops / eval.ops)")
+  return to_global({k: batch[k] for k in keys}, mesh)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,11 +1,12 @@
 """The whole training state as one pytree, initialised shape-first with explicit shardings."""
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fakedet import sharding as sharding_lib
@@ -39,6 +40,31 @@ def create(objective, tx: optax.GradientTransformation, batch, rng: jax.Array, m
   shardings = sharding_lib.param_shardings(abstract, mesh, param_rules)
   state = jax.jit(init_fn, out_shardings=shardings)(rng)
   return state, shardings
+
+
+def abstract_batch(batch: Mapping[str, np.ndarray], keys: Sequence[str],
+                   process_count: int) -> Dict[str, jax.ShapeDtypeStruct]:
+  """Global-batch shapes of ``keys`` from one host batch (for shape-first init)."""
+  return {k: jax.ShapeDtypeStruct((np.shape(batch[k])[0] * process_count,)
+                                  + np.shape(batch[k])[1:], np.asarray(batch[k]).dtype)
+          for k in keys}
+
+
+def abstract_inference_state(objective, example: Mapping[str, jax.ShapeDtypeStruct], mesh,
+                             param_rules=()) -> Tuple[TrainState, Any]:
+  """(abstract TrainState without optimizer state, its shardings) in the trainer's layout, so
+  ``config.mesh.param_rules`` match the same paths; what scoring and prediction restore into."""
+  def init(rng, batch):
+    variables = objective.init(rng, batch)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    ema = objective.uses_ema
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state={},
+        ema_params=params if ema else {}, ema_batch_stats=batch_stats if ema else {})
+
+  shapes = jax.eval_shape(init, jax.random.key(0), dict(example))
+  shardings = sharding_lib.param_shardings(shapes, mesh, param_rules)
+  return abstract_with_shardings(shapes, shardings), shardings
 
 
 def abstract_with_shardings(state: TrainState, shardings: Any) -> Any:

@@ -4,7 +4,7 @@ Stage 2 starts its backbone from the stage-1 video student and freezes a copy of
 video teacher; FakeOut fine-tunes MMV's video/audio backbones. Both are "take these sub-trees of
 that run's train state and put them at these paths of mine", given as config rules:
 
-  config.init.workdir = "/runs/stage1"   # a workdir of this trainer (its checkpoints/ folder)
+  config.init.workdir = "/runs/stage1"   # a workdir of this trainer (or its checkpoints/ folder)
   config.init.step = -1                  # -1: the latest checkpoint
   config.init.rules = (("params/video_net", "params/backbone"),
                        ("ema_params/video_net", "params/teacher/backbone"))
@@ -14,7 +14,6 @@ shape and dtype, so a renamed layer or a different width fails loudly, naming th
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Sequence, Tuple
 
 import jax
@@ -22,27 +21,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from fakedet import checkpointing
 from fakedet import optim
 
 
 def init_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(workdir="", step=-1, rules=()))
-
-
-def load_state_tree(workdir: str, step: int = -1) -> Dict[str, Any]:
-  """The saved train state of ``workdir`` as nested dicts of host arrays."""
-  import orbax.checkpoint as ocp
-  path = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  manager = ocp.CheckpointManager(path, item_names=("state", "data"))
-  steps = manager.all_steps()
-  if not steps:
-    raise FileNotFoundError(f"init.workdir={workdir!r}: no checkpoint under {path}")
-  step = max(steps) if step < 0 else step
-  if step not in steps:
-    raise FileNotFoundError(f"init.step={step}: {path} has checkpoints at steps {sorted(steps)}")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  return jax.tree.map(np.asarray, restored["state"])
 
 
 def _flatten(tree: Any) -> Dict[str, Any]:
@@ -93,4 +77,5 @@ def warm_start(state: Any, init: ml_collections.ConfigDict) -> Any:
   """Applies ``config.init`` to a freshly created state (a no-op when ``init.workdir`` is "")."""
   if not init.workdir:
     return state
-  return graft(state, load_state_tree(init.workdir, init.step), tuple(map(tuple, init.rules)))
+  return graft(state, checkpointing.load_tree(init.workdir, init.step),
+               tuple(map(tuple, init.rules)))

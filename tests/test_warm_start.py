@@ -7,7 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from fakedet import warm_start
+from fakedet import checkpointing, warm_start
 
 
 @flax.struct.dataclass
@@ -55,7 +55,7 @@ def test_rules_copy_named_subtrees_and_leave_the_rest(tmp_path):
 
 def test_mismatches_fail_naming_the_path(tmp_path):
   _save(str(tmp_path), _source(), 7)
-  tree = warm_start.load_state_tree(str(tmp_path))
+  tree = checkpointing.load_tree(str(tmp_path))
   with pytest.raises(KeyError, match="no parameters under 'params/nothing'"):
     warm_start.graft(_fresh(), tree, [("params/video_net", "params/nothing")])
   with pytest.raises(KeyError, match="lacks 1 of them, e.g. params/audio_net/w"):
@@ -64,7 +64,10 @@ def test_mismatches_fail_naming_the_path(tmp_path):
   wrong["params"]["backbone"]["conv"]["kernel"] = jnp.zeros((3, 8))
   with pytest.raises(ValueError, match=r"conv/kernel has shape \(3, 4\) in the checkpoint"):
     warm_start.graft(wrong, tree, [("params/video_net", "params/backbone")])
-  with pytest.raises(FileNotFoundError, match="init.step=3.*steps \\[7\\]"):
-    warm_start.load_state_tree(str(tmp_path), step=3)
-  with pytest.raises(FileNotFoundError, match="no checkpoint"):
-    warm_start.load_state_tree(str(tmp_path / "empty"))
+  with pytest.raises(FileNotFoundError, match="init.workdir=.*step 3 is not in .*steps \\[7\\]"):
+    checkpointing.load_tree(str(tmp_path), step=3)
+  with pytest.raises(FileNotFoundError, match="empty does not exist"):
+    checkpointing.load_tree(str(tmp_path / "empty"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint under"):
+    checkpointing.load_tree(str(tmp_path / "empty"))

@@ -20,16 +20,17 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import jax
 import ml_collections
+from clu import metric_writers
 
 from fakedet.evaluation import report as report_lib
 from fakedet.evaluation.scoring import Scorer
+from input_pipeline import corruptions
 
 PROTOCOLS = ("standard", "robustness")
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def corruption_kinds() -> tuple:
-  from input_pipeline import corruptions
   return tuple(corruptions.LEVELS)
 
 
@@ -64,7 +65,6 @@ class Outputs:
     if self.active:
       os.makedirs(output_dir, exist_ok=True)
       if tensorboard:
-        from clu import metric_writers
         self.writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
 
   def path(self, name: str) -> str:

@@ -11,9 +11,11 @@ import csv
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from fakedet.evaluation import metrics
 
@@ -207,18 +209,18 @@ def read_clip_csv(path: str) -> ClipScores:
 
 
 # ----------------------------------------------------------------------------- plots
-def _pyplot():
-  import matplotlib
-  matplotlib.use("Agg")  # Headless: no display on training hosts or CI.
-  import matplotlib.pyplot as plt
-  return plt
+def _figure(size) -> Tuple[Figure, Any]:
+  """A (figure, axes) pair drawn by the Agg canvas: headless (no display on training hosts or
+  CI) and without pyplot's global state."""
+  fig = Figure(figsize=size, dpi=100)
+  FigureCanvasAgg(fig)
+  return fig, fig.subplots()
 
 
 def roc_figure(scores: ClipScores, title: str = ""):
   """Video-level ROC overall (bold) and per manipulation; clip-level overall dashed."""
-  plt = _pyplot()
   arrays = level_arrays(scores)
-  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  fig, ax = _figure((5, 5))
   v = arrays["video"]
   labels, manips = v["labels"], np.asarray(v["manipulations"], dtype=object)
   fpr, tpr, _ = metrics.roc_curve(labels, v["scores"])
@@ -241,9 +243,8 @@ def roc_figure(scores: ClipScores, title: str = ""):
 
 def robustness_figure(table: Mapping[str, Any], level: str = "video", title: str = ""):
   """AUC against severity, one line per corruption, severity 0 = clean (RealForensics Fig. 7)."""
-  plt = _pyplot()
   key = f"{level}_auc"
-  fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+  fig, ax = _figure((6, 4.5))
   clean = table["clean"][key]
   for kind, row in table["corruptions"].items():
     sev = sorted(int(s) for s in row if s != "mean")
@@ -261,12 +262,9 @@ def robustness_figure(table: Mapping[str, Any], level: str = "video", title: str
 
 def save_figure(fig, path: Optional[str] = None) -> np.ndarray:
   """Writes ``fig`` as PNG (when ``path``) and returns it as uint8 [H, W, 3] for TensorBoard."""
-  plt = _pyplot()
   if path:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
   fig.canvas.draw()
-  image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-  plt.close(fig)
-  return image
+  return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fakedet.models import MODELS
+from fakedet.models import MODELS, build, heads
 
 
 class AVByol(nn.Module):
@@ -23,14 +23,12 @@ class AVByol(nn.Module):
   predictor: Mapping[str, Any]
 
   def setup(self):
-    from fakedet import models
-    from fakedet.models import heads
-    self.video_net = models.build(self.video_backbone, "video_backbone")
-    self.audio_net = models.build(self.audio_backbone, "audio_backbone")
-    self.video_projector = models.build(self.projector, "video_projector", heads.HEADS.get)
-    self.audio_projector = models.build(self.projector, "audio_projector", heads.HEADS.get)
-    self.video_predictor = models.build(self.predictor, "video_predictor", heads.HEADS.get)
-    self.audio_predictor = models.build(self.predictor, "audio_predictor", heads.HEADS.get)
+    self.video_net = build(self.video_backbone, "video_backbone")
+    self.audio_net = build(self.audio_backbone, "audio_backbone")
+    self.video_projector = build(self.projector, "video_projector", heads.HEADS.get)
+    self.audio_projector = build(self.projector, "audio_projector", heads.HEADS.get)
+    self.video_predictor = build(self.predictor, "video_predictor", heads.HEADS.get)
+    self.audio_predictor = build(self.predictor, "audio_predictor", heads.HEADS.get)
 
   def targets(self, video: jnp.ndarray, audio: jnp.ndarray, *, train: bool) -> Dict[str, Any]:
     """Unnormalised projections: video [B, T, H, W, 3] → ``video_z`` [B, T, D];

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fakedet.models import MODELS
+from fakedet.models import MODELS, build
 
 
 class MMV(nn.Module):
@@ -32,10 +32,9 @@ class MMV(nn.Module):
   vat_hidden: int = 512
 
   def setup(self):
-    from fakedet import models
-    self.video_net = models.build(self.video_backbone, "video_backbone")
-    self.audio_net = models.build(self.audio_backbone, "audio_backbone")
-    self.text_net = models.build(self.text_backbone, "text_backbone")
+    self.video_net = build(self.video_backbone, "video_backbone")
+    self.audio_net = build(self.audio_backbone, "audio_backbone")
+    self.text_net = build(self.text_backbone, "text_backbone")
     self.video_to_va = nn.Dense(self.va_dim, name="video_to_va")
     self.audio_to_va = nn.Dense(self.va_dim, name="audio_to_va")
     self.va_to_vat_hidden = nn.Dense(self.vat_hidden, name="va_to_vat_hidden")

@@ -2,8 +2,9 @@
 
 FakeOut App. C.1 / MMV §3: word2vec embeddings (300-d) of the narration's tokens, a shared linear
 layer to 2048 with ReLU on every word, then max-pooling over the (up to 16) words. The embedding
-table comes from a user-supplied word2vec text file (``input_pipeline.narrations.load_word2vec``;
-then frozen, as in MMV) or is random and trained (the synthetic pseudo-words have no word2vec).
+table comes from a user-supplied word2vec text file (``input_pipeline.narrations.load_vocabulary``;
+then frozen, as in MMV) or, for a plain word list such as a dataset's ``vocabulary.txt`` (the
+synthetic pseudo-words have no word2vec), is random and trained.
 Freezing is ``stop_gradient`` here plus weight decay 0 for ``.*word_embeddings.*`` in the
 config's optimiser groups, so the table does not move at all.
 """
@@ -21,13 +22,15 @@ from input_pipeline import narrations
 
 
 def embedding_table(vocab_path: str) -> Optional[np.ndarray]:
-  """The word2vec table [V, D] for ``vocab_path`` (row 0 = ``<pad>``, 1 = ``<unk>``), or None."""
-  return narrations.load_word2vec(vocab_path)[1] if vocab_path else None
+  """The word2vec table [V, D] for ``vocab_path`` (row 0 = ``<pad>``, 1 = ``<unk>``), or None
+  for a word list."""
+  return narrations.load_vocabulary(vocab_path)[1]
 
 
 class TextEncoder(nn.Module):
   """Attributes:
-    vocab_path: word2vec text file ("" = the synthetic vocabulary with random embeddings).
+    vocab_path: word2vec text file, or a word list (one word per line: random embeddings,
+      trained), e.g. the dataset's ``synthetic:narrated/vocabulary.txt``.
     embedding_dim: word-vector size (300 for word2vec; must match the file's).
     features: per-word linear output size (2048 in MMV).
     freeze_embeddings: keep a word2vec table fixed (ignored for random embeddings).

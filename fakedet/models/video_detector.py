@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fakedet.models import MODELS
+from fakedet.models import MODELS, build, heads
 
 
 class VideoDetector(nn.Module):
@@ -36,8 +36,6 @@ class VideoDetector(nn.Module):
   teacher: bool = False  # A frozen stage-1 teacher (backbone + aux_projector's architecture).
 
   def setup(self):
-    from fakedet import models
-    from fakedet.models import heads
     if self.classifier not in ("cosine", "linear", "mlp"):
       raise ValueError(f"video_detector classifier={self.classifier!r}; allowed: cosine, "
                        "linear, mlp")
@@ -45,21 +43,21 @@ class VideoDetector(nn.Module):
       raise ValueError("video_detector needs both aux_projector and aux_predictor, or neither")
     if self.teacher and self.aux_projector is None:
       raise ValueError("video_detector teacher=True needs the auxiliary head it supervises")
-    self.backbone_net = models.build(self.backbone, "backbone")
+    self.backbone_net = build(self.backbone, "backbone")
     if self.audio_backbone is not None:
-      self.audio_net = models.build(self.audio_backbone, "audio_backbone")
+      self.audio_net = build(self.audio_backbone, "audio_backbone")
     if self.classifier == "cosine":
       self.classifier_head = heads.CosineClassifier(scale=self.cosine_scale, name="classifier")
     elif self.classifier == "mlp":
       self.classifier_head = MLPClassifier(hidden=tuple(self.mlp_hidden), name="classifier")
     else:
       self.classifier_head = nn.Dense(1, name="classifier")
-    head = lambda spec, name: models.build(spec, name, heads.HEADS.get)
+    head = lambda spec, name: build(spec, name, heads.HEADS.get)
     if self.aux_projector is not None:
       self.aux_projector_net = head(self.aux_projector, "aux_projector")
       self.aux_predictor_net = head(self.aux_predictor, "aux_predictor")
     if self.teacher:
-      self.teacher_backbone = models.build(self.backbone, "teacher_backbone")
+      self.teacher_backbone = build(self.backbone, "teacher_backbone")
       self.teacher_projector = head(self.aux_projector, "teacher_projector")
 
   def __call__(self, video: jax.Array, audio: Optional[jax.Array] = None, *,

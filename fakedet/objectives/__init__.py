@@ -12,6 +12,7 @@ import importlib
 from typing import Any, Dict, Mapping, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from fakedet.registry import Registry
@@ -59,7 +60,32 @@ class Objective(abc.ABC):
     raise NotImplementedError(f"objective {type(self).__name__} is not a detector (no predict)")
 
 
-def get(name: str):
+def _load_all():
   for module in _MODULES:
     importlib.import_module(module)
+
+
+def get(name: str):
+  _load_all()
   return OBJECTIVES.get(name)
+
+
+def is_detector(objective) -> bool:
+  """Whether an objective (class or instance) overrides ``predict``, i.e. can score clips."""
+  cls = objective if isinstance(objective, type) else type(objective)
+  return cls.predict is not Objective.predict
+
+
+def require_detector(name: str) -> None:
+  """Fails before anything is restored when ``config.objective.name`` cannot score clips."""
+  if not is_detector(get(name)):
+    detectors = [n for n in OBJECTIVES.names() if is_detector(OBJECTIVES.get(n))]
+    raise ValueError(f"config.objective.name={name!r} is not a detector: its objective has no "
+                     f"predict(state, batch) to score clips with. Evaluate a config whose "
+                     f"objective is one of: {', '.join(detectors) or '(none)'}")
+
+
+def normalize_video(video: jax.Array, mean, std) -> jax.Array:
+  """uint8 [.., 3] → float32 standardised on device (the host pipeline keeps uint8)."""
+  x = video.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

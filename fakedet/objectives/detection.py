@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fakedet.objectives.byol_av import frame_byol, masked_mean
+from fakedet.objectives.losses import frame_byol, masked_mean
 
 
 def fake_prior(labels: jax.Array, valid: jax.Array, eps: float = 1e-3) -> jax.Array:

@@ -22,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fakedet.objectives import OBJECTIVES, Objective
-from fakedet.objectives.byol_av import collapse_std, l2_normalize, masked_mean, normalize_video
+from fakedet import models
+from fakedet.objectives import OBJECTIVES, Objective, normalize_video
+from fakedet.objectives.losses import collapse_std, l2_normalize, masked_mean
+from input_pipeline import op_registry
 
 _NEG = -1e9  # Masked logits: finite, so masked rows give zero (not NaN) gradients.
 
@@ -94,7 +96,6 @@ class MMVObjective(Objective):
 
   @staticmethod
   def check(config: ml_collections.ConfigDict) -> None:
-    from input_pipeline import ops
     for key in ("temperature", "lambda_va", "lambda_vt", "train_parts"):
       if key not in config.objective:
         raise KeyError(f"objective 'mmv' needs config.objective.{key}; has "
@@ -114,7 +115,7 @@ class MMVObjective(Objective):
     vocab = config.model.text_backbone.vocab_path
     for where, spec, want in (("input.train_ops", config.input.train_ops, parts),
                               ("input.eval.ops", config.input.eval.ops, 1)):
-      parsed = ops.parse_spec(spec)
+      parsed = op_registry.parse_spec(spec)
       # The op's own defaults: split_time(parts=2), narrations(parts=1).
       split = [kw.get("parts", 2) for name, kw in parsed if name == "split_time"]
       if split != ([want] if want > 1 else []):
@@ -134,7 +135,6 @@ class MMVObjective(Objective):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    from fakedet import models
     m = config.model
     self.model = models.get("mmv")(
         video_backbone=m.video_backbone.to_dict(), audio_backbone=m.audio_backbone.to_dict(),

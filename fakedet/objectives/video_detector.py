@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fakedet.objectives import OBJECTIVES, Objective
-from fakedet.objectives import detection
-from fakedet.objectives.byol_av import normalize_video
+from fakedet import models
+from fakedet.objectives import OBJECTIVES, Objective, detection, normalize_video
 
 
 # config.init.rules that start stage 2 from a stage-1 (``byol_av``) run: the backbone from the
@@ -67,7 +66,6 @@ class VideoDetection(Objective):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    from fakedet import models
     m = config.model.to_dict()
     self.mean, self.std = tuple(m.pop("pixel_mean")), tuple(m.pop("pixel_std"))
     self.model = models.get("video_detector")(**m)

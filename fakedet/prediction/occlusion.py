@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
+import cv2
 import numpy as np
 
 PATCH_FRACTION = 40 / 112
@@ -69,7 +70,6 @@ def drop_map(clean: float, occluded_probs, corners, patch: int, shape) -> np.nda
 def overlay(frame: np.ndarray, drop: np.ndarray, min_side: int = 224) -> np.ndarray:
   """uint8 [k·H, 2·k·W, 3] RGB: the frame, and the frame with the normalised map in JET
   colours, side by side; k is the smallest integer making the shorter side ≥ ``min_side``."""
-  import cv2  # pylint: disable=import-outside-toplevel
   frame = np.asarray(frame)
   if frame.dtype != np.uint8:  # A float model input: rescale its range for display.
     f = frame.astype(np.float64)
@@ -93,6 +93,5 @@ def overlay(frame: np.ndarray, drop: np.ndarray, min_side: int = 224) -> np.ndar
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-  import cv2  # pylint: disable=import-outside-toplevel
   if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
     raise OSError(f"could not write {path}")

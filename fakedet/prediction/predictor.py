@@ -1,8 +1,8 @@
 """A restored detector that scores raw video files: tracks → clips → eval ops → jitted predict.
 
 Clips are cut and transformed exactly as the evaluator does on records (``sampling.clip`` then
-``config.input.eval.ops``, deterministic), scored by the evaluator's own jitted step
-(``scoring.jit_score_step``: ``objective.predict`` with the trainer's parameter shardings), and
+``config.input.eval.ops``, deterministic), scored by the evaluator's own restored detector
+(``evaluation.detector``: ``objective.predict`` with the trainer's parameter shardings), and
 aggregated as the evaluator aggregates: clip probability = σ(logit), track = mean over its clips,
 video = max over tracks (``metrics.video_level``).
 
@@ -19,15 +19,16 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from fakedet import sharding as sharding_lib
-from fakedet.evaluation import metrics, scoring
+from fakedet.evaluation import detector as detector_lib
+from fakedet.evaluation import metrics
 from fakedet.prediction import occlusion, tracks as tracks_lib
 from input_pipeline import ops, records, sampling, sources
-from input_pipeline.preprocess import decode
+from input_pipeline.preprocess import decode, video
 
 THRESHOLD = 0.5  # Verdict "fake" at p >= 0.5, the evaluator's accuracy threshold.
 OK = "ok"
@@ -54,27 +55,23 @@ def sigmoid(logits) -> np.ndarray:
 # ----------------------------------------------------------------------------- crop size
 def records_crop_size(icfg: Mapping[str, Any]) -> int:
   """The side of the aligned crops in the records the detector was evaluated on
-  (``config.input.eval.data_dir``): the synthetic preset's resolution, the preprocessing's
-  ``crop_size`` (``preprocess.json``), else the first record's frame size."""
+  (``config.input.eval.data_dir``): the preprocessing's ``crop_size`` (``preprocess.json``),
+  else the first record's frame size — read from the data, whatever made it."""
   ecfg = icfg["eval"]
-  data_dir = ecfg["data_dir"]
   hint = "pass --crop_size (the crop size the training records were made with)"
-  if data_dir.startswith(sources.SYNTHETIC_PREFIX):
-    from input_pipeline.synthetic import dataset as synthetic
-    return synthetic.preset(data_dir[len(sources.SYNTHETIC_PREFIX):]).resolution
-  if not data_dir:
+  if not ecfg["data_dir"]:
     raise ValueError(f"config.input.eval.data_dir is empty, so the records' crop size is "
                      f"unknown: {hint}")
-  from etils import epath
-  report = epath.Path(data_dir) / "preprocess.json"
   try:
+    data_dir = sources.resolve_data_dir(ecfg["data_dir"])
+    report = epath.Path(data_dir) / "preprocess.json"
     if report.exists():
       return int(json.loads(report.read_text())["config"]["crop_size"])
     source = sources.ClipSource(data_dir, ecfg["split"])
     return int(records.decode_frames(source[0], [0]).shape[1])
   except Exception as e:  # Missing bucket, no manifest, unreadable record: all say the same.
     raise ValueError(f"cannot read the records' crop size from config.input.eval.data_dir="
-                     f"{data_dir} ({type(e).__name__}: {e}); {hint}") from None
+                     f"{ecfg['data_dir']} ({type(e).__name__}: {e}); {hint}") from None
 
 
 # ----------------------------------------------------------------------------- batching
@@ -102,43 +99,29 @@ def _dummy_raw(icfg: Mapping[str, Any], crop_size: int) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- predictor
 class Predictor:
-  """A detector state plus everything needed to score clips of raw files with it."""
+  """A restored detector plus everything needed to score clips of raw files with it."""
 
-  def __init__(self, config: ml_collections.ConfigDict, objective, state, state_shardings, mesh,
-               crop_size: int, batch_size: int = 0):
-    self.config, self.objective, self.state, self.mesh = config, objective, state, mesh
-    self.icfg = config.input
+  def __init__(self, detector: detector_lib.Detector, crop_size: int, batch_size: int = 0):
+    self.detector = detector
+    self.config, self.objective = detector.config, detector.objective
+    self.icfg = self.config.input
     self.crop_size = int(crop_size)
     self.chain = ops.build(self.icfg.eval.ops)
-    self.keys = scoring.predict_keys(objective)
-    self.needs_audio = "audio" in objective.eval_keys
-    self.score_step = scoring.jit_score_step(objective, state_shardings, mesh)
-    self.multiple = mesh.shape["data"] * mesh.shape["fsdp"]  # Batch rows split over these.
+    self.needs_audio = "audio" in self.objective.eval_keys
+    self.multiple = sharding_lib.batch_devices(detector.mesh)  # Batch rows split over these.
     self.cap = _round_up(batch_size or self.icfg.eval.batch_size, self.multiple)
-    self.directory, self.step = "", int(jax.device_get(state.step))
-    self._detector = None
+    self.directory, self.step = detector.directory, detector.step
+    self._faces = None  # MTCNN, built on first use.
 
   @classmethod
   def from_checkpoint(cls, config: ml_collections.ConfigDict, checkpoint: str,
                       step: Optional[int] = None, crop_size: int = 0, batch_size: int = 0,
                       mesh=None) -> "Predictor":
-    """Restores ``params``/``batch_stats`` (never the optimizer) as the evaluator does."""
-    from fakedet import objectives as objectives_lib
-    objective = objectives_lib.get(config.objective.name)(config)
-    scoring.require_predict(objective, config.objective.name)
-    directory, path_step = scoring.checkpoint_location(checkpoint)
-    step = scoring.resolve_step(directory, step if step is not None and step >= 0 else path_step)
+    """Restores the detector as the evaluator does (never the optimizer state)."""
+    detector_lib.find(config, checkpoint, step)  # Cheap checks before reading any data.
     crop_size = crop_size or records_crop_size(config.input)
-    mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.mesh)
     example = example_batch(config.input, crop_size, ops.build(config.input.eval.ops))
-    abstract, shardings = scoring.abstract_state(
-        objective, scoring.abstract_batch(example, objective.eval_keys, 1), mesh,
-        config.mesh.param_rules)
-    state = scoring.restore(directory, step, abstract)
-    predictor = cls(config, objective, state, shardings, mesh, crop_size, batch_size)
-    predictor.directory = directory
-    logging.info("restored %s step %d", directory, predictor.step)
-    return predictor
+    return cls(detector_lib.load(config, checkpoint, step, example, mesh), crop_size, batch_size)
 
   # --------------------------------------------------------------------------- clips
   def clip_example(self, raw: Mapping[str, Any], start: int) -> Dict[str, Any]:
@@ -153,7 +136,6 @@ class Predictor:
 
   def logits(self, examples: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """float32 [N] fake logits of ``examples`` (model-input dicts), in order."""
-    from fakedet.trainers.train import device_batch
     out = np.full(len(examples), np.nan, np.float32)
     for i0 in range(0, len(examples), self.cap):
       chunk = list(examples[i0:i0 + self.cap])
@@ -162,9 +144,8 @@ class Predictor:
       batch = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in self.objective.eval_keys}
       valid = np.arange(size) < len(chunk)
       batch["valid"] = valid
-      batch[scoring.INDEX_KEY] = np.where(valid, np.arange(size) + i0, -1).astype(np.int32)
-      result = jax.device_get(self.score_step(self.state, device_batch(batch, self.keys,
-                                                                       self.mesh)))
+      batch[detector_lib.INDEX_KEY] = np.where(valid, np.arange(size) + i0, -1).astype(np.int32)
+      result = self.detector.score(batch)
       index = np.asarray(result["index"])
       keep = index >= 0
       out[index[keep]] = np.asarray(result["logit"], np.float32)[keep]
@@ -173,14 +154,13 @@ class Predictor:
     return out
 
   # --------------------------------------------------------------------------- files
-  def detector(self, options: Options):
+  def face_detector(self, options: Options):
     """MTCNN, built on first use (a landmark-file or aligned run never imports TensorFlow)."""
-    if self._detector is None:
-      from input_pipeline.preprocess import video
+    if self._faces is None:
       cfg = tracks_lib.preprocess_config(self.crop_size, self.icfg.clip_frames, self.needs_audio,
                                          options.max_seconds, options.detect_every)
-      self._detector = video.make_detector(cfg)
-    return self._detector
+      self._faces = video.make_detector(cfg)
+    return self._faces
 
   def video_tracks(self, path: str, video_id: str, options: Options) -> tracks_lib.VideoTracks:
     cfg = tracks_lib.preprocess_config(self.crop_size, self.icfg.clip_frames, self.needs_audio,
@@ -188,7 +168,7 @@ class Predictor:
     if options.aligned:
       return tracks_lib.aligned_tracks(path, video_id, cfg)
     landmarks = tracks_lib.landmark_file(options.landmarks_dir, path)
-    return tracks_lib.face_tracks(path, video_id, cfg, landmarks, lambda: self.detector(options))
+    return tracks_lib.face_tracks(path, video_id, cfg, landmarks, lambda: self.face_detector(options))
 
   def predict_file(self, path: str, video_id: str, options: Options) -> Dict[str, Any]:
     """One file's JSON entry; never raises: a failure becomes ``status`` + ``error``."""

@@ -18,6 +18,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Dict, List, Optional
 
+import cv2
 import numpy as np
 
 from input_pipeline import records
@@ -82,7 +83,6 @@ def _read(path: str, config: video.PreprocessConfig, max_side: Optional[int]) ->
 
 def aligned_tracks(path: str, video_id: str, config: video.PreprocessConfig) -> VideoTracks:
   """An aligned face-crop video: frames resized to ``crop_size`` square, one track."""
-  import cv2  # pylint: disable=import-outside-toplevel
   media = _read(path, config, config.max_side)
   size = config.crop_size
   h, w = media.frames.shape[1:3]

@@ -16,11 +16,16 @@ import os
 import time
 from typing import Any, Dict, Mapping
 
+import cv2
+import jax
 import ml_collections
 import numpy as np
+from clu import metric_writers, periodic_actions
 
 from fakedet import config_check
 from fakedet.trainers import TRAINERS, Trainer
+from input_pipeline import config as input_config
+from input_pipeline import pipeline
 
 STATE_FILE = "data_state.json"
 SUMMARY_FILE = "data_summary.json"
@@ -29,7 +34,6 @@ SHEET_FILE = "data_preview.png"
 
 def reference_config() -> ml_collections.ConfigDict:
   """Every key this trainer reads, with its default (used to reject unknown keys)."""
-  from input_pipeline import config as input_config
   return ml_collections.ConfigDict(dict(
       trainer="data_preview", seed=0, num_steps=20, log_every=5,
       input=input_config.input_config()))
@@ -60,7 +64,6 @@ def batch_stats(batch: Mapping[str, np.ndarray]) -> Dict[str, float]:
 
 def contact_sheet(batch: Mapping[str, np.ndarray], rows: int = 4) -> np.ndarray:
   """uint8 image: per clip, frames 0, T/2, T-1 of every video view, then its log-mel."""
-  import cv2
   views = [k for k, v in batch.items() if v.ndim == 5]
   audios = [k for k, v in batch.items() if v.ndim == 3 and v.dtype.kind == "f"]
   lines = []
@@ -98,11 +101,6 @@ def _save_state(workdir: str, step: int, iterator_state: Any):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  import cv2
-  import jax
-  from clu import metric_writers, periodic_actions
-  from input_pipeline import pipeline
-
   os.makedirs(workdir, exist_ok=True)
   ds = pipeline.train_dataset(config.input, config.seed)
   iterator = iter(ds)

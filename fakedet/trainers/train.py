@@ -15,16 +15,20 @@ from typing import Any, Dict, Mapping
 
 import jax
 import ml_collections
-import numpy as np
 import optax
+from clu import metric_writers, periodic_actions
 
+from fakedet import checkpointing
 from fakedet import config_check
 from fakedet import objectives as objectives_lib
 from fakedet import optim
 from fakedet import sharding as sharding_lib
 from fakedet import train_state as train_state_lib
 from fakedet import warm_start
+from fakedet.evaluation import periodic
 from fakedet.trainers import TRAINERS, Trainer
+from input_pipeline import config as input_config
+from input_pipeline import pipeline, sources
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -33,7 +37,6 @@ class NonFiniteLossError(FloatingPointError):
 
 def reference_config() -> ml_collections.ConfigDict:
   """Every top-level key the shared trainer reads, with defaults (objective/model are open)."""
-  from input_pipeline import config as input_config
   return ml_collections.ConfigDict(dict(
       trainer="train", seed=0,
       total_steps=0,  # > 0 wins; else num_epochs × (records of the first source / batch).
@@ -81,10 +84,9 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> float:
   """Epoch = one pass over the FIRST source's selected records at its batch share."""
-  from input_pipeline import sources
   scfg = config.input.sources[sorted(config.input.sources)[0]]
   source = sources.ClipSource(sources.resolve_data_dir(scfg.data_dir), scfg.split)
-  n = len(sources.Selection(tuple(scfg.labels), tuple(scfg.manipulations)).indices(source.index))
+  n = len(sources.Selection.from_config(scfg).indices(source.index))
   return n / scfg.batch_size
 
 
@@ -141,58 +143,13 @@ def jit_train_step(objective, tx: optax.GradientTransformation, momentum_fn, sha
       donate_argnums=(0,) if donate else ())
 
 
-def device_batch(batch: Mapping[str, np.ndarray], keys, mesh) -> Dict[str, jax.Array]:
-  from input_pipeline import pipeline
-  missing = [k for k in keys if k not in batch]
-  if missing:
-    raise KeyError(f"the objective needs batch fields {missing}; the input pipeline produces "
-                   f"{sorted(batch)} (check config.input.train_ops / eval.ops)")
-  return pipeline.to_global({k: batch[k] for k in keys}, mesh, axis=sharding_lib.BATCH_AXES)
-
-
-def evaluate(state, objective, config, mesh, eval_step, score_step=None) -> Dict[str, float]:
-  """Held-out figures, global (never per host).
-
-  A detector (``score_step`` given) has every eval clip scored and gets the evaluator's AUC /
-  accuracy / AP / EER, clip- and video-level, overall and per manipulation; other objectives
-  sum their per-batch statistics over the split. Every host runs the same number of steps
-  (blank batches pad the hosts with fewer clips), or an uneven split would hang the collectives.
-  """
-  from fakedet.evaluation import report, scoring
-  from input_pipeline import pipeline
-  if score_step is not None:
-    scores = scoring.score_clips(config.input, objective, state, mesh, score_step, log_every=0)
-    return report.flat_scalars(report.build_report(scores))
-  totals: Dict[str, float] = {}
-  keys = tuple(objective.eval_keys) + ("valid",)
-  _, items = scoring.eval_items(config.input)
-  host_batch = pipeline.per_host(config.input.eval.batch_size, jax.process_count(),
-                                 "input.eval.batch_size")
-  steps = scoring.batches_per_host(len(items), host_batch, jax.process_count())
-  if config.eval_batches:
-    steps = min(steps, config.eval_batches)
-  for batch in scoring.padded(pipeline.eval_dataset(config.input), steps):
-    out = jax.device_get(eval_step(state, device_batch(batch, keys, mesh)))
-    for k, v in out.items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-  count = totals.pop("count", 0.0)
-  if not count:
-    return {}
-  return {f"eval/{k}": v / count for k, v in totals.items()}
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  from clu import metric_writers, periodic_actions
-  from fakedet.checkpointing import BestCheckpoint, Checkpointer
-  from fakedet.evaluation import scoring
-  from input_pipeline import pipeline
-
   mesh = sharding_lib.make_mesh(config.mesh)
   objective = objectives_lib.get(config.objective.name)(config)
   steps, optim_cfg = schedule_steps(config)
   batch_size = pipeline.global_batch_size(config.input)
   ds = pipeline.train_dataset(config.input, config.seed)
-  example = device_batch(next(iter(ds)), objective.input_keys, mesh)  # Shapes for init only.
+  example = sharding_lib.device_batch(next(iter(ds)), objective.input_keys, mesh)  # Shapes only.
   tx = optim.make_optimizer(optim_cfg, steps)
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
@@ -201,7 +158,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   logging.info("parameters: %s", f"{train_state_lib.count_params(state.params):,}")
 
   train_iter = iter(ds)
-  ckpt = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
+  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
                       config.checkpoint.async_save)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(train_state_lib.abstract_with_shardings(state, shardings), train_iter)
@@ -213,14 +170,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
 
   step_fn = jit_train_step(objective, tx, ema_momentum_fn(config, batch_size, steps), shardings,
                            mesh)
-  eval_step = jax.jit(objective.eval_step)
-  score_step = (scoring.jit_score_step(objective, shardings, mesh)
-                if scoring.has_predict(objective) else None)
+  evaluate = periodic.PeriodicEval(config, objective, shardings, mesh)
   sel = config.selection
-  best = BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience) if sel.metric else None
+  best = (checkpointing.BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience)
+          if sel.metric else None)
 
   def run_eval(step):
-    metrics = evaluate(state, objective, config, mesh, eval_step, score_step)
+    metrics = evaluate(state)
     writer.write_scalars(step, metrics)
     if best is not None and metrics:
       best.update(step, state, metrics)
@@ -238,7 +194,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   t0 = time.perf_counter()
   while step < steps and not (best is not None and best.should_stop):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = device_batch(next(train_iter), objective.input_keys, mesh)
+      batch = sharding_lib.device_batch(next(train_iter), objective.input_keys, mesh)
       state, metrics = step_fn(state, batch, train_rng)
     step += 1
     loss = float(metrics["loss"])  # One scalar per step: cheap, and catches NaN immediately.
