@@ -68,7 +68,7 @@ def config_step(config_arg: str, batch: int):
   host = {"video": video, "video_masked": video, "audio": audio, "audio_masked": audio}
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.get(config.objective.name)(config)
-  example = train.device_batch(host, objective.input_keys, mesh)
+  example = sharding.device_batch(host, objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, 1000)
   state, shardings = train_state_lib.create(objective, tx, example, jax.random.key(0), mesh)
   n_params = train_state_lib.count_params(state.params)

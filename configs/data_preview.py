@@ -10,6 +10,8 @@ default variant reads a user-supplied dataset: ``--config.input.sources.main.dat
 """
 import ml_collections
 
+from configs import common
+from fakedet.trainers import data_preview
 from input_pipeline import config as input_config
 
 # Teacher view clean, student view independently cropped and masked (RealForensics §3.1, B.3).
@@ -24,16 +26,12 @@ EVAL_OPS = "center_crop(size={crop}, resize={size})|log_mel"
 
 
 def get_config(arg=None):
-  config = ml_collections.ConfigDict()
-  config.trainer = "data_preview"
-  config.seed = 0
-  config.num_steps = 20
-  config.log_every = 5
-  config.input = input_config.input_config()
+  variant = common.variants(arg, "configs/data_preview.py", flags=("demo",))
+  config = data_preview.reference_config()  # This trainer's schema and defaults (20 steps).
   config.input.train_ops = TRAIN_OPS.format(crop=140, size=112)
   config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
   config.input.sources.main.batch_size = 32
-  if arg == "demo":
+  if variant.get("demo"):
     # Stored 96 px faces → 84 px crops → 64 px, like RealForensics' 150 → 140 → 112.
     config.input.train_ops = TRAIN_OPS.format(crop=84, size=64)
     config.input.eval.ops = EVAL_OPS.format(crop=84, size=64)
@@ -42,6 +40,4 @@ def get_config(arg=None):
         "forgery": input_config.source_config("synthetic:demo", "train", 4, balance="class"),
     })
     config.input.eval.data_dir = "synthetic:demo"
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r} of configs/data_preview.py; allowed: '', 'demo'")
   return config

@@ -24,9 +24,8 @@ step-1200 checkpoint): 3 min 25 s wall; validation video AUC 0.79 / 0.86 / 0.87 
 """
 import ml_collections
 
+from configs import common
 from fakedet import config_variants
-from fakedet import sharding
-from fakedet import warm_start
 from fakedet.objectives.video_detector import MMV_AUDIO_INIT_RULES, MMV_INIT_RULES
 from fakedet.trainers import train
 from input_pipeline import config as input_config
@@ -42,12 +41,10 @@ def _ops(crop: int, size: int, audio: bool, train_crop: str = "random_crop"):
 
 
 def get_config(arg=None):
-  variant = config_variants.parse(arg, flags=("demo", "video_only"), keys=("holdout",),
-                                  where="configs/fakeout.py")
+  variant = common.variants(arg, "configs/fakeout.py", flags=("demo", "video_only"),
+                            keys=("holdout",))
   audio = not variant.get("video_only")
-  config = ml_collections.ConfigDict()
-  config.trainer = "train"
-  config.seed = 0
+  config = common.base_config()
   config.objective = ml_collections.ConfigDict(dict(
       name="video_detector", logit_adjustment=False, aux_weight=0.0))
 
@@ -61,7 +58,6 @@ def get_config(arg=None):
       pixel_std=(1.0, 1.0, 1.0),
   ))
 
-  config.input = input_config.input_config()
   config.input.clip_frames = 32
   config.input.train_ops, config.input.eval.ops = _ops(140, 200, audio)
   config.input.sources = ml_collections.ConfigDict({
@@ -72,21 +68,13 @@ def get_config(arg=None):
   config.input.num_workers = 8
 
   config.num_epochs = 6.0
-  config.total_steps = 0
-  config.warmup_epochs = 0.0
   config.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-4, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0,
       schedule="cosine", grad_clip_norm=0.0, groups=ml_collections.ConfigDict()))
-  config.ema = ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
-                                              scale_with_batch=True, schedule="constant"))  # unused
-  config.mesh = sharding.mesh_config()
-  config.init = warm_start.init_config()
   config.init.rules = MMV_AUDIO_INIT_RULES if audio else MMV_INIT_RULES
   # "6 epochs, chosen by the validation set": the best checkpoint by validation video AUC is
   # kept in <workdir>/best.
   config.selection = train.selection_config("eval/overall/video_auc", "max")
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-  config.log_every = 50
   config.eval_every = 1000
   config.eval_batches = 0
 

@@ -30,11 +30,10 @@ the preset once). Details, and what the text figure shows, in docs/mmv.md.
 """
 import ml_collections
 
-from fakedet import sharding
-from fakedet import warm_start
-from fakedet.trainers import train
+from configs import common
 from input_pipeline import config as input_config
 
+NARRATED_VOCABULARY = "synthetic:narrated/vocabulary.txt"
 TRAIN_OPS = ("{train_crop}(size={crop}, resize={size})|flip|color_jitter"
              "|log_mel|narrations(num={num}, words_per_narration={words}, max_words=16"
              ", vocab_path={vocab!r})")
@@ -56,9 +55,8 @@ def ops(vocab_path: str = "", crop: int = 140, size: int = 200, num: int = 5, wo
 
 
 def get_config(arg=None):
-  config = ml_collections.ConfigDict()
-  config.trainer = "train"
-  config.seed = 0
+  variant = common.variants(arg, "configs/mmv.py", flags=("x2", "demo"))
+  config = common.base_config()
   config.objective = ml_collections.ConfigDict(dict(
       name="mmv", temperature=0.07, lambda_va=1.0, lambda_vt=1.0,
       train_parts=1))  # Sub-clips per training sample; must match the split_time op (ops()).
@@ -68,6 +66,7 @@ def get_config(arg=None):
                           shift_fraction=0.125, dtype="float32"),
       audio_backbone=dict(name="resnet50_audio", stage_blocks=(3, 4, 6, 3),
                           width_multiplier=1.0, dtype="float32"),
+      # vocab_path: a word2vec text file the user supplies (the same path in both op strings).
       text_backbone=dict(name="text_encoder", vocab_path="", embedding_dim=300, features=2048,
                          freeze_embeddings=True),
       va_dim=512, vat_dim=256, vat_hidden=512,
@@ -75,7 +74,6 @@ def get_config(arg=None):
       pixel_std=(1.0, 1.0, 1.0),
   ))
 
-  config.input = input_config.input_config()
   config.input.clip_frames = 32
   config.input.with_words = True
   config.input.train_ops, config.input.eval.ops = ops()
@@ -89,29 +87,21 @@ def get_config(arg=None):
   config.input.num_workers = 8
 
   config.total_steps = 500_000
-  config.num_epochs = 0.0
-  config.warmup_epochs = 0.0
   config.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=2e-3, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=5000,
       schedule="cosine", grad_clip_norm=0.0,
       # A word2vec table stays fixed: stop_gradient in the model, and no decay here.
       groups=dict(word_embeddings=dict(pattern=r".*word_embeddings.*", weight_decay=0.0))))
-  config.ema = ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
-                                              scale_with_batch=True, schedule="constant"))  # unused
-  config.mesh = sharding.mesh_config()
-  config.init = warm_start.init_config()  # MMV pretraining starts from scratch.
-  config.selection = train.selection_config()  # No model selection: keep the last state.
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=5000, keep=3, async_save=True))
+  # MMV pretraining starts from scratch and keeps its last state (no model selection).
+  config.checkpoint.every_steps = 5000
   config.log_every = 100
   config.eval_every = 5000
   config.eval_batches = 10
 
-  if arg == "x2":
+  if variant.get("x2"):
     config.model.video_backbone.width_multiplier = 2.0
-  elif arg == "demo":
+  if variant.get("demo"):
     _demo(config)
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r} of configs/mmv.py; allowed: '', 'x2', 'demo'")
   return config
 
 
@@ -133,7 +123,11 @@ def _demo(config):
   config.input.clip_frames = 32
   # A tight centre crop (eyebrows to chin): the mouth is ~12 px wide at 48 px, not ~7.
   config.objective.train_parts = 2
-  config.input.train_ops, config.input.eval.ops = ops("", crop=56, size=48, num=3, words=2,
+  # The dataset's own word list (the synthetic pseudo-words have no word2vec): random, trained
+  # embeddings.
+  m.text_backbone.vocab_path = NARRATED_VOCABULARY
+  config.input.train_ops, config.input.eval.ops = ops(NARRATED_VOCABULARY, crop=56, size=48,
+                                                      num=3, words=2,
                                                       parts=config.objective.train_parts,
                                                       train_crop="center_crop")
   # The narrated preset (reals only, 84 train / 9 val identities): each video's words come from

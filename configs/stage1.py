@@ -20,10 +20,7 @@ retrieval top-1 0.75 (chance 0.028, 27×), frame sync 0.60 (chance 0.117, 5.2×)
 """
 import ml_collections
 
-from fakedet import optim
-from fakedet import sharding
-from fakedet import warm_start
-from fakedet.trainers import train
+from configs import common
 from input_pipeline import config as input_config
 
 # Teacher view clean, student view cropped independently (paper §3.1, B.3) ...
@@ -47,9 +44,8 @@ def train_ops(crop: int, size: int, tmask: int = 12, masking: bool = True) -> st
 
 
 def get_config(arg=None):
-  config = ml_collections.ConfigDict()
-  config.trainer = "train"
-  config.seed = 0
+  variant = common.variants(arg, "configs/stage1.py", flags=("demo",))
+  config = common.base_config()
   config.objective = ml_collections.ConfigDict(dict(name="byol_av"))
 
   config.model = ml_collections.ConfigDict(dict(
@@ -63,7 +59,6 @@ def get_config(arg=None):
       pixel_std=(0.165, 0.165, 0.165),
   ))
 
-  config.input = input_config.input_config()
   config.input.clip_frames = 25
   config.input.train_ops = train_ops(crop=140, size=112)
   config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
@@ -78,26 +73,17 @@ def get_config(arg=None):
   config.input.num_workers = 8
 
   config.num_epochs = 150.0
-  config.total_steps = 0
-  config.optim = optim.default_config()
   config.optim.name = "adamp"
   config.optim.lr = 7e-4
   config.optim.weight_decay = 1e-2
   config.warmup_epochs = 20.0
-  config.ema = ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
-                                              scale_with_batch=True, schedule="constant"))
-  config.mesh = sharding.mesh_config()
-  config.init = warm_start.init_config()  # Stage 1 starts from scratch.
-  config.selection = train.selection_config()  # No model selection: keep the last state.
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-  config.log_every = 50
   config.eval_every = 2000
   config.eval_batches = 20
+  # EMA teachers: μ 0.999 at batch 256, 1−μ scaled with the batch (the trainer's defaults).
+  # Stage 1 starts from scratch and keeps its last state (no init rules, no model selection).
 
-  if arg == "demo":
+  if variant.get("demo"):
     _demo(config)
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r} of configs/stage1.py; allowed: '', 'demo'")
   return config
 
 

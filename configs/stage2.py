@@ -28,9 +28,8 @@ Measured (idle 2-core CPU, 400 steps of 16 forgery-set + 8 extra clips, 48-px cr
 """
 import ml_collections
 
+from configs import common
 from fakedet import config_variants
-from fakedet import optim
-from fakedet import sharding
 from fakedet import warm_start
 from fakedet.objectives.video_detector import STAGE1_INIT_RULES
 from fakedet.trainers import train
@@ -44,11 +43,9 @@ EVAL_OPS = "center_crop(size={crop}, resize={size})"
 
 
 def get_config(arg=None):
-  variant = config_variants.parse(arg, flags=("demo", "baseline"), keys=("holdout",),
-                                  where="configs/stage2.py")
-  config = ml_collections.ConfigDict()
-  config.trainer = "train"
-  config.seed = 0
+  variant = common.variants(arg, "configs/stage2.py", flags=("demo", "baseline"),
+                            keys=("holdout",))
+  config = common.base_config()
   config.objective = ml_collections.ConfigDict(dict(
       name="video_detector", logit_adjustment=True, aux_weight=1.0))
 
@@ -63,7 +60,6 @@ def get_config(arg=None):
       pixel_std=(0.165, 0.165, 0.165),
   ))
 
-  config.input = input_config.input_config()
   config.input.clip_frames = 25
   config.input.train_ops = TRAIN_OPS.format(crop=140, size=112) + MASK_OPS
   config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
@@ -78,9 +74,6 @@ def get_config(arg=None):
   config.input.num_workers = 8
 
   config.num_epochs = 150.0
-  config.total_steps = 0
-  config.warmup_epochs = 0.0
-  config.optim = optim.default_config()
   config.optim.name = "adamp"
   config.optim.lr = 3e-4
   config.optim.weight_decay = 1e-2
@@ -88,16 +81,10 @@ def get_config(arg=None):
       # The stage-1 teacher is frozen: it only makes targets (Eq. 3).
       teacher=dict(pattern=r"teacher_.*", lr=0.0, weight_decay=0.0, schedule="constant",
                    warmup_steps=0, freeze=True)))
-  config.ema = ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
-                                              scale_with_batch=True, schedule="constant"))  # unused
-  config.mesh = sharding.mesh_config()
-  config.init = warm_start.init_config()
   config.init.rules = STAGE1_INIT_RULES
   # Early stopping on validation video AUC (patience: our choice); the best state is kept in
   # <workdir>/best for the evaluator.
   config.selection = train.selection_config("eval/overall/video_auc", "max", patience=10)
-  config.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True))
-  config.log_every = 50
   config.eval_every = 1000
   config.eval_batches = 0  # The whole validation split.
 

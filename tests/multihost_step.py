@@ -8,7 +8,7 @@ loss and the parameter norm after the step to FILE. With N=2 (two processes, CPU
 localhost) the figures must equal those of N=1 — tests/test_trainer.py checks that.
 
 With ``--eval_data_dir`` every process then runs the trainer's periodic evaluation
-(``train.evaluate``) on that dataset's val split, 4 clips per global batch; with 5 clips the
+(``periodic.PeriodicEval``) on that dataset's val split, 4 clips per global batch; with 5 clips the
 hosts get 3 and 2 (two batches and one), and process 0 also writes the eval figures.
 """
 import argparse
@@ -38,6 +38,7 @@ def main():
   import numpy as np
   from fakedet import optim, sharding
   from fakedet import train_state as train_state_lib
+  from fakedet.evaluation import periodic
   from fakedet.trainers import train
   from fakedet import objectives
 
@@ -48,7 +49,7 @@ def main():
   n = 8 // args.num_processes
   rows = slice(args.process_id * n, (args.process_id + 1) * n)
   local = {k: v[rows] for k, v in batch.items()}
-  gbatch = train.device_batch(local, objective.input_keys, mesh)
+  gbatch = sharding.device_batch(local, objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   state, shardings = train_state_lib.create(objective, tx, gbatch, jax.random.key(0), mesh)
   step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, 8, 10), shardings,
@@ -63,7 +64,7 @@ def main():
   if args.eval_data_dir:
     config.input.eval.update(data_dir=args.eval_data_dir, split="val", batch_size=4)
     config.eval_batches = 0
-    result["eval"] = train.evaluate(state, objective, config, mesh, jax.jit(objective.eval_step))
+    result["eval"] = periodic.PeriodicEval(config, objective, shardings, mesh)(state)
   if jax.process_index() == 0:
     with open(args.out, "w") as f:
       json.dump(result, f)

@@ -27,6 +27,7 @@ def _librosa_log_mel(y, drop_before_db):
   return ((librosa.power_to_db(power, ref=np.max, top_db=80) + 40) / 40)[:, :-1].T
 
 
+@pytest.mark.integration
 def test_matches_librosa_on_chirp_plus_noise():
   y = _chirp_plus_noise()
   ours = audio.log_mel_spectrogram(y)
@@ -39,6 +40,7 @@ def test_matches_librosa_on_chirp_plus_noise():
   assert ours.max() == pytest.approx(1.0, abs=1e-6)  # and the clip max maps to 0 dB.
 
 
+@pytest.mark.integration
 def test_matches_librosa_non_default_args_and_odd_length():
   y = _chirp_plus_noise(SR + 123, seed=1)
   kwargs = dict(n_fft=1024, win_length=400, hop_length=200, n_mels=40, fmin=60.0, fmax=7600.0)

@@ -14,7 +14,7 @@ from fakedet.trainers import data_preview
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo"],
+VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo", "demo,x2"],
             "stage1.py": [None, "demo"],
             "stage2.py": [None, "demo", "baseline", "demo,baseline", "demo,holdout=reenactment"],
             "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"]}
@@ -31,7 +31,7 @@ def _load(path, arg=None):
 def test_every_config_file_has_known_variants():
   assert CONFIGS, "no config files found"
   assert sorted(VARIANTS) == sorted(os.path.basename(p) for p in CONFIGS if
-                                    not os.path.basename(p).startswith("_"))
+                                    os.path.basename(p) not in ("__init__.py", "common.py"))
 
 
 @pytest.mark.parametrize("name, arg", [(n, a) for n, args in VARIANTS.items() for a in args])
@@ -112,6 +112,7 @@ def _main(*args):
                         capture_output=True, text=True, check=False, timeout=300)
 
 
+@pytest.mark.integration
 def test_cli_rejects_unknown_override_and_wrong_type(tmp_path):
   cfg = "--config=configs/data_preview.py:demo"
   bad_key = _main(cfg, f"--workdir={tmp_path}", "--config.input.clip_frame=3")
@@ -137,6 +138,7 @@ def _preview_config(data_dir, num_steps):
   return config
 
 
+@pytest.mark.integration
 def test_data_preview_runs_and_resumes_where_it_stopped(tiny_dir, tmp_path):
   straight = data_preview.run(_preview_config(tiny_dir, 6), str(tmp_path / "a"))
   first = data_preview.run(_preview_config(tiny_dir, 4), str(tmp_path / "b"))
@@ -157,3 +159,31 @@ def test_config_without_a_trainer_section_names_it():
   del config["selection"]
   with pytest.raises(KeyError, match=r"config lacks \['selection'\].*reference_config"):
     trainers.get(config.trainer).check(config)
+
+
+def _documented_commands():
+  """``python -m fakedet.main --config=... --config.a.b=...`` commands as written in README.md
+  and in the config files' docstrings (continuation lines joined)."""
+  import re
+  import shlex
+  texts = [open(os.path.join(ROOT, "README.md")).read()] + [open(p).read() for p in CONFIGS]
+  for text in texts:
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+      if "fakedet.main" in line and "--config=" in line and "$(" not in line:
+        argv = shlex.split(line[line.index("--config="):])
+        yield [a for a in argv if a.startswith("--config")]
+
+
+@pytest.mark.parametrize("argv", [a for a in _documented_commands() if "<" not in a[0]],
+                         ids=" ".join)
+def test_documented_overrides_parse_as_written(argv, monkeypatch):
+  """Every override the docs show parses on the config it is shown with (a source name that the
+  config does not have used to fail here with a bare KeyError)."""
+  from absl import flags as absl_flags
+  fv = absl_flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  argv = ["prog"] + [a.replace("--config=configs/", f"--config={ROOT}/configs/") for a in argv]
+  monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides from sys.argv.
+  fv(argv)
+  config = fv.config
+  trainers.get(config.trainer).check(config)

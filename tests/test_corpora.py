@@ -196,6 +196,7 @@ def test_ffpp_errors_name_what_is_missing(tmp_path, clips):
     corpora.read("ffpp", t.root, splits_dir=str(bad))
 
 
+@pytest.mark.integration
 def test_ffpp_end_to_end_through_preprocessing_into_records(tmp_path, clips):
   """Reader CLI → JSON-lines list → preprocessing CLI (landmark files) → ClipSource."""
   from input_pipeline import sources  # pylint: disable=import-outside-toplevel
@@ -460,6 +461,7 @@ def test_voxceleb2_and_lrw_are_all_real(tmp_path, clips):
 
 
 # ----------------------------------------------------------------------------- CLI
+@pytest.mark.integration
 def test_cli_errors_are_one_clear_line(tmp_path, clips):
   t = _ffpp(tmp_path / "ff", clips, methods=FOUR)
 

@@ -140,6 +140,7 @@ def test_block_with_identity_shortcut_is_identity_at_init():
   np.testing.assert_array_equal(y, x)
 
 
+@pytest.mark.integration
 def test_cpu_and_native_conv_impls_give_same_outputs_and_grads():
   """Shifted depthwise + frame-stacked stem against the native convs, compared in float64: with batch-statistics BN over the 6 positions of the 1×1 last stage,
   float32 rounding alone differs by ~1e-3 between two exact implementations; float64 shows
@@ -189,6 +190,7 @@ def _grads(model, variables, params, video):
   return flax.traverse_util.flatten_dict(jax.jit(jax.grad(loss))(params), sep="/")
 
 
+@pytest.mark.integration
 def test_gradients_reach_every_parameter():
   model = _make_test_model()
   video = _video()

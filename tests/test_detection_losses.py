@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fakedet.models import heads
-from fakedet.objectives import byol_av, detection
+from fakedet.objectives import detection, losses
 
 
 def test_fake_prior_counts_valid_samples_only():
@@ -44,7 +44,7 @@ def test_masked_frame_byol_uses_selected_samples_only():
   pred = jnp.asarray(rng.normal(size=(4, 5, 8)), jnp.float32)
   mask = jnp.array([True, False, True, False])
   got = detection.masked_frame_byol(target, pred, mask)
-  ref = byol_av.byol_term(target[jnp.array([0, 2])], pred[jnp.array([0, 2])])
+  ref = losses.byol_term(target[jnp.array([0, 2])], pred[jnp.array([0, 2])])
   assert float(got) == pytest.approx(float(ref), rel=1e-6)
   g_pred, g_target = jax.grad(detection.masked_frame_byol, argnums=(1, 0))(target, pred, mask)
   assert float(jnp.abs(g_pred[1]).sum()) == 0 and float(jnp.abs(g_pred[3]).sum()) == 0

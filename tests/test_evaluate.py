@@ -12,11 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from fakedet import sharding
-from fakedet.evaluation import metrics, protocols, report, scoring
+from fakedet import checkpointing, sharding
+from fakedet.evaluation import detector, metrics, protocols, report, scoring
 from fakedet.trainers import train
 from tests import tiny_detector_config
 from tests.conftest import make_record
+
+pytestmark = pytest.mark.integration  # Trains, runs CLIs, Beam, MTCNN or several processes.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = "tests/tiny_detector_config.py"
@@ -94,9 +96,9 @@ def test_standard_report_matches_direct_computation(workdir, tmp_path):
   scorer = scoring.Scorer(config, workdir)
   from input_pipeline import pipeline
   direct = {}
-  predict = jax.jit(scorer.objective.predict)
+  predict = jax.jit(scorer.detector.objective.predict)
   for batch in pipeline.eval_dataset(config.input):
-    logits = np.asarray(predict(scorer.state, {"video": batch["video"]}))
+    logits = np.asarray(predict(scorer.detector.state, {"video": batch["video"]}))
     for r in np.flatnonzero(batch["valid"]):
       direct[(str(batch["video_id"][r]), int(batch["clip_start"][r]))] = float(logits[r])
   assert len(direct) == len(rows) == 20
@@ -230,10 +232,10 @@ def test_hosts_run_equal_batch_counts_and_cover_every_clip_once(process_count):
     counts.append(len(batches))
     for b in batches:
       assert len(b["valid"]) == 6 // process_count
-      assert np.all((b[scoring.INDEX_KEY] >= 0) == b["valid"])
-      seen += b[scoring.INDEX_KEY][b["valid"]].tolist()
+      assert np.all((b[detector.INDEX_KEY] >= 0) == b["valid"])
+      seen += b[detector.INDEX_KEY][b["valid"]].tolist()
       for r in np.flatnonzero(b["valid"]):  # The tag names the clip the row holds.
-        pos = b[scoring.INDEX_KEY][r]
+        pos = b[detector.INDEX_KEY][r]
         assert (meta["video_ids"][pos], meta["clip_starts"][pos]) == (
             str(b["video_id"][r]), int(b["clip_start"][r]))
   assert len(set(counts)) == 1 and counts[0] == scoring.batches_per_host(60, 6 // process_count,
@@ -250,14 +252,14 @@ def test_checkpoint_and_config_errors(workdir, tmp_path):
   config = _config()
   missing = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
-    scoring.checkpoint_location(missing)
+    checkpointing.locate(missing)
   os.makedirs(tmp_path / "empty")
   with pytest.raises(FileNotFoundError, match="no checkpoint under .*empty"):
-    scoring.resolve_step(scoring.checkpoint_location(str(tmp_path / "empty"))[0], None)
-  directory, _ = scoring.checkpoint_location(workdir)
-  assert scoring.checkpoint_location(os.path.join(directory, "2")) == (directory, 2)
+    checkpointing.resolve_step(checkpointing.locate(str(tmp_path / "empty"))[0], None)
+  directory, _ = checkpointing.locate(workdir)
+  assert checkpointing.locate(os.path.join(directory, "2")) == (directory, 2)
   with pytest.raises(FileNotFoundError, match=r"step 7 is not in .* it has steps \[2\]"):
-    scoring.resolve_step(directory, 7)
+    checkpointing.resolve_step(directory, 7)
   with pytest.raises(ValueError, match="protocol='cross'; allowed: standard, robustness"):
     protocols.evaluate_checkpoint(config, workdir, None, "cross")
   from tests import tiny_configs

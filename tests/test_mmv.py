@@ -15,6 +15,7 @@ from input_pipeline import narrations, ops
 from tests import tiny_configs
 
 T, SIZE = 4, 32
+VOCAB = "synthetic:tiny/vocabulary.txt"  # The embedded dataset's word list (no vectors).
 
 
 def mmv_tiny():
@@ -26,10 +27,11 @@ def mmv_tiny():
   m.audio_backbone.width_multiplier = 1 / 16
   m.text_backbone.embedding_dim = 8
   m.text_backbone.features = 16
+  m.text_backbone.vocab_path = VOCAB
   m.va_dim, m.vat_dim, m.vat_hidden = 16, 8, 16
   config.input.clip_frames = T
   config.objective.train_parts = 1
-  config.input.train_ops, config.input.eval.ops = module.ops("", crop=36, size=SIZE, num=2,
+  config.input.train_ops, config.input.eval.ops = module.ops(VOCAB, crop=36, size=SIZE, num=2,
                                                              words=2)
   config.input.sources = ml_collections.ConfigDict({"main": input_config.source_config(
       "synthetic:tiny", "train", 8, labels=(0,))})
@@ -66,12 +68,12 @@ def test_narration_windows_nearest_the_clip_centre_first():
 
 
 def test_narrations_op_tokenises_pads_and_drops_the_transcript():
-  op = ops.build("narrations(num=3, words_per_narration=2, max_words=4)")
+  op = ops.build(f"narrations(num=3, words_per_narration=2, max_words=4, vocab_path={VOCAB!r})")
   example = {"words": ["mala", "tiso", "zzz"], "word_start": np.float32([0.1, 0.5, 0.9]),
              "word_end": np.float32([0.4, 0.8, 1.2]), "clip_duration": np.float32(0.64),
              "video": np.zeros(1)}
   out = op(example, np.random.default_rng(0))
-  vocab = narrations.vocabulary()
+  vocab = narrations.vocabulary(VOCAB)
   mala, tiso = vocab.index("mala"), vocab.index("tiso")
   assert vocab[:2] == ("<pad>", "<unk>")
   np.testing.assert_array_equal(out["text"], [[mala, tiso, 0, 0], [tiso, 1, 0, 0], [0] * 4])
@@ -83,7 +85,7 @@ def test_narrations_op_tokenises_pads_and_drops_the_transcript():
 
 def test_split_time_and_per_part_narrations():
   spec = ("split_time(keys=('video', 'audio'), parts=2)"
-          "|narrations(num=1, words_per_narration=1, max_words=2, parts=2)")
+          f"|narrations(num=1, words_per_narration=1, max_words=2, parts=2, vocab_path={VOCAB!r})")
   video = np.arange(8)[:, None, None, None] * np.ones((8, 2, 2, 3), np.uint8)
   audio = np.arange(32, dtype=np.float32)[:, None] * np.ones((32, 80), np.float32)
   example = {"video": video, "audio": audio, "words": ["mala", "tiso"],
@@ -93,7 +95,7 @@ def test_split_time_and_per_part_narrations():
   assert out["video"].shape == (2, 4, 2, 2, 3) and out["audio"].shape == (2, 16, 80)
   np.testing.assert_array_equal(out["video"][1, :, 0, 0, 0], [4, 5, 6, 7])
   np.testing.assert_array_equal(out["audio"][1, :, 0], np.arange(16, 32))
-  vocab = narrations.vocabulary()
+  vocab = narrations.vocabulary(VOCAB)
   # Sub-clip 0 is [0, 0.16) s: "mala" is nearest; sub-clip 1 is [0.16, 0.32): "tiso".
   np.testing.assert_array_equal(out["text"][:, 0, 0], [vocab.index("mala"), vocab.index("tiso")])
   assert out["text"].shape == (2, 1, 2) and out["text_valid"].shape == (2, 1)
@@ -101,6 +103,7 @@ def test_split_time_and_per_part_narrations():
     ops.build("split_time(keys=('video',), parts=3)")({"video": video}, None)
 
 
+@pytest.mark.integration
 def test_objective_flattens_sub_clips_into_the_batch():
   config = mmv_tiny()
   objective = objectives.get("mmv")(config)
@@ -146,7 +149,7 @@ def word2vec_file(tmp_path):
 
 
 def test_word2vec_file_gives_vocab_and_a_frozen_table(word2vec_file):
-  words, table = narrations.load_word2vec(word2vec_file)
+  words, table = narrations.load_vocabulary(word2vec_file)
   assert words == ("<pad>", "<unk>", "mala", "tiso", "bune") and table.shape == (5, 300)
   np.testing.assert_array_equal(table[:2], 0)
   np.testing.assert_array_equal(narrations.tokenize(["bune", "kato"], word2vec_file), [4, 1])
@@ -158,15 +161,32 @@ def test_word2vec_file_gives_vocab_and_a_frozen_table(word2vec_file):
   grads = jax.grad(loss)(params)
   assert float(jnp.max(jnp.abs(grads["word_embeddings"]))) == 0.0
   assert float(jnp.max(jnp.abs(grads["word_proj"]["kernel"]))) > 0.0
-  trainable = models.get("text_encoder")(vocab_path="", embedding_dim=8, features=8)
+  trainable = models.get("text_encoder")(vocab_path=VOCAB, embedding_dim=8, features=8)
   p2 = trainable.init(jax.random.key(0), tokens, train=False)["params"]
   g2 = jax.grad(lambda p: jnp.sum(trainable.apply({"params": p}, tokens, train=True)["pooled"]
                                   ** 2))(p2)
   assert float(jnp.max(jnp.abs(g2["word_embeddings"]))) > 0.0
 
 
+def test_vocabulary_comes_from_the_data_never_from_code(tmp_path):
+  """A word list (the dataset's vocabulary.txt) gives ids and random embeddings; no path is an
+  error naming what to give, not a silent fallback to the synthetic generator's words."""
+  words = narrations.vocabulary(VOCAB)
+  from input_pipeline.synthetic import speech
+  assert words == ("<pad>", "<unk>") + tuple(speech.VOCABULARY)  # What the dataset shipped.
+  path = tmp_path / "words.txt"
+  path.write_text("alpha\nbeta\n")
+  assert narrations.load_vocabulary(str(path)) == (("<pad>", "<unk>", "alpha", "beta"), None)
+  with pytest.raises(ValueError, match="vocab_path is empty"):
+    ops.build("narrations(num=1)")
+  bad = tmp_path / "bad.txt"
+  bad.write_text("alpha 0.1 0.2\nbeta 0.3\n")
+  with pytest.raises(ValueError, match="bad.txt:2: 1 values, expected 2"):
+    narrations.load_vocabulary(str(bad))
+
+
 def test_text_encoder_max_pools_over_real_words_only():
-  model = models.get("text_encoder")(embedding_dim=4, features=6)
+  model = models.get("text_encoder")(vocab_path=VOCAB, embedding_dim=4, features=6)
   tokens = jnp.array([[[5, 7, 0], [0, 0, 0]]])  # [B=1, K=2, L=3]
   variables = model.init(jax.random.key(0), tokens, train=False)
   out = model.apply(variables, tokens, train=False)
@@ -176,6 +196,7 @@ def test_text_encoder_max_pools_over_real_words_only():
 
 
 # ----------------------------------------------------------------------------- model + configs
+@pytest.mark.integration  # Compiles a whole model: tens of seconds.
 def test_mmv_model_outputs_fac_spaces():
   config = mmv_tiny()
   objective = objectives.get("mmv")(config)
@@ -218,7 +239,7 @@ def _setup(devices):
   config.optim.name = "sgd"  # Linear in the gradient (see tests/test_trainer.py).
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   objective = objectives.get("mmv")(config)
-  batch = train.device_batch(fake_batch(), objective.input_keys, mesh)
+  batch = sharding.device_batch(fake_batch(), objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   state, shardings = train_state_lib.create(objective, tx, batch, jax.random.key(0), mesh)
   step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, 8, 3), shardings,
@@ -226,6 +247,7 @@ def _setup(devices):
   return state, batch, step
 
 
+@pytest.mark.integration
 def test_eight_devices_give_the_same_mmv_step_as_one():
   s8, b8, step8 = _setup(jax.devices())
   s1, b1, step1 = _setup(jax.devices()[:1])
@@ -238,6 +260,7 @@ def test_eight_devices_give_the_same_mmv_step_as_one():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.integration
 def test_trainer_runs_mmv_on_synthetic_tiny(tmp_path):
   result = train.run(mmv_tiny(), str(tmp_path))
   assert result["step"] == 3 and result["last_checkpoint"] == 3

@@ -7,7 +7,7 @@ import pytest
 
 from fakedet import config_variants
 from fakedet.checkpointing import BestCheckpoint
-from fakedet.evaluation import protocols
+from fakedet.evaluation import periodic, protocols
 from fakedet.trainers import train
 from tests import tiny_detector_config
 
@@ -47,6 +47,7 @@ def _config(steps=4, eval_every=2, patience=0):
   return config
 
 
+@pytest.mark.integration
 def test_detector_runs_evaluate_clips_and_the_best_checkpoint_scores_as_logged(tmp_path):
   result = train.run(_config(), str(tmp_path))
   assert {METRIC, "eval/overall/clip_auc", "eval/overall/video_eer"} <= set(result["eval"])
@@ -58,9 +59,10 @@ def test_detector_runs_evaluate_clips_and_the_best_checkpoint_scores_as_logged(t
   assert report["video"]["overall"]["auc"] == pytest.approx(record["value"], abs=1e-6)
 
 
+@pytest.mark.integration
 def test_early_stopping_saves_and_a_rerun_does_not_train_on(tmp_path, monkeypatch):
   values = iter([0.9, 0.5, 0.4, 0.3, 0.2])
-  monkeypatch.setattr(train, "evaluate", lambda *a, **k: {METRIC: next(values)})
+  monkeypatch.setattr(periodic.PeriodicEval, "__call__", lambda self, state: {METRIC: next(values)})
   result = train.run(_config(steps=6, eval_every=1, patience=2), str(tmp_path))
   assert result["step"] == 3 and result["best"]["step"] == 1 and result["best"]["stale"] == 2
   assert result["last_checkpoint"] == 3 and "eval" not in result
@@ -70,14 +72,23 @@ def test_early_stopping_saves_and_a_rerun_does_not_train_on(tmp_path, monkeypatc
 
 def test_hold_out_trains_and_selects_on_seen_families_and_tests_on_the_held_out_one():
   from tests import tiny_configs
+  from input_pipeline import sources
   config = tiny_configs.config_module("stage2").get_config("demo,holdout=reenactment")
-  seen = ("real", "autoencoder_swap", "graphics_swap", "neural_texture")
-  assert config.input.sources.forgery.manipulations == seen
-  assert config.input.eval.manipulations == seen  # Validation never sees the held-out family.
+  assert config.input.sources.forgery.exclude_manipulations == ("reenactment",)
+  # Validation never sees the held-out family either.
+  assert config.input.eval.exclude_manipulations == ("reenactment",)
+  # The families come from the dataset's index: every other one stays, the held-out one goes.
+  index = {"label": [0, 1, 1, 1], "manipulation": ["real", "graphics_swap", "reenactment",
+                                                   "neural_texture"]}
+  kept = sources.Selection.from_config(config.input.sources.forgery).indices(index)
+  assert kept.tolist() == [0, 1, 3]
   assert config_variants.test_split_overrides("reenactment") == (
       "--config.input.eval.split=test",
-      "--config.input.eval.manipulations=('real', 'reenactment')")
-  with pytest.raises(ValueError, match="holdout='deepfakes'.*choose one of"):
-    tiny_configs.config_module("stage2").get_config("demo,holdout=deepfakes")
+      "--config.input.eval.manipulations=('real', 'reenactment')",
+      "--config.input.eval.exclude_manipulations=()")
+  typo = tiny_configs.config_module("stage2").get_config("demo,holdout=deepfakes")
+  with pytest.raises(ValueError, match=r"exclude_manipulations \['deepfakes'\] not in this "
+                                       r"split; it has \['graphics_swap', 'neural_texture'"):
+    sources.Selection.from_config(typo.input.sources.forgery).indices(index)
   with pytest.raises(ValueError, match="unknown variant 'demos'.*baseline, demo, holdout="):
     tiny_configs.config_module("stage2").get_config("demos")

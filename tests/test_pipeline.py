@@ -252,13 +252,13 @@ def test_video_shorter_than_clip_is_an_error(tmp_path):
 # ----------------------------------------------------------------------------- devices
 def test_to_global_shards_over_8_devices(tiny_dir):
   import jax
-  from jax.sharding import AxisType
+  from fakedet import sharding
   assert jax.device_count() == 8, "tests run with 8 simulated CPU devices (conftest.py)"
-  mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+  mesh = sharding.make_mesh(sharding.mesh_config())
   cfg = _cfg(tiny_dir)
   cfg.sources.main.batch_size = 8
   batch = next(iter(pipeline.train_dataset(cfg, 0, process_index=0, process_count=1)))
-  g = pipeline.to_global(batch, mesh)
+  g = sharding.to_global(batch, mesh)
   assert g["video"].shape == (8, 10, 32, 32, 3) and len(g["video"].sharding.device_set) == 8
   np.testing.assert_array_equal(np.asarray(g["audio"]), batch["audio"])
   assert isinstance(g["video_id"], np.ndarray)  # strings stay on the host

@@ -19,13 +19,15 @@ import pytest
 
 from fakedet import sharding
 from fakedet import train_state as train_state_lib
-from fakedet.evaluation import scoring
+from fakedet.evaluation import detector as detector_lib
 from fakedet.prediction import occlusion, predictor as predictor_lib, tracks as tracks_lib
 from fakedet.trainers import train
 from input_pipeline import ops, pipeline, records, sources
 from input_pipeline.preprocess import decode, encode, video
 from input_pipeline.synthetic import dataset as synthetic
 from tests import tiny_detector_config
+
+pytestmark = pytest.mark.integration  # Trains, runs CLIs, Beam, MTCNN or several processes.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = "tests/tiny_detector_config.py"
@@ -96,7 +98,7 @@ def _direct_logits(predictor, recs, tmp_path, clips_per_video=0):
   predict = jax.jit(predictor.objective.predict)
   out = {}
   for batch in pipeline.eval_dataset(config.input):
-    logits = np.asarray(predict(predictor.state, {"video": batch["video"]}))
+    logits = np.asarray(predict(predictor.detector.state, {"video": batch["video"]}))
     for r in np.flatnonzero(batch["valid"]):
       out[(str(batch["video_id"][r]), int(batch["track_id"][r]),
            int(batch["clip_start"][r]))] = float(logits[r])
@@ -185,16 +187,17 @@ def _audio_predictor():
   objective = objectives.get("video_detector")(config)
   mesh = sharding.make_mesh(config.mesh)
   example = predictor_lib.example_batch(config.input, CROP, ops.build(config.input.eval.ops))
-  _, shardings = scoring.abstract_state(
-      objective, scoring.abstract_batch(example, objective.eval_keys, 1), mesh)
+  _, shardings = train_state_lib.abstract_inference_state(
+      objective, train_state_lib.abstract_batch(example, objective.eval_keys, 1), mesh)
   variables = jax.jit(objective.init)(jax.random.key(0),
                                       {k: example[k] for k in objective.eval_keys})
   state = train_state_lib.TrainState(
       step=np.int32(0), params=variables["params"],
       batch_stats=variables.get("batch_stats", {}), opt_state={}, ema_params={},
       ema_batch_stats={})
-  return predictor_lib.Predictor(config, objective, jax.device_put(state, shardings), shardings,
-                                 mesh, CROP)
+  detector = detector_lib.Detector(config, objective, jax.device_put(state, shardings),
+                                  shardings, mesh, directory="", step=0)
+  return predictor_lib.Predictor(detector, CROP)
 
 
 def test_audio_model_reports_a_video_without_audio_and_goes_on(files):
@@ -276,7 +279,7 @@ def test_cli_aligned_with_heatmaps_and_errors(predictor, workdir, files, tmp_pat
 
 def test_records_crop_size_sources(tmp_path):
   icfg = tiny_detector_config.get_config().input
-  assert predictor_lib.records_crop_size(icfg) == CROP  # synthetic:tiny, without building it.
+  assert predictor_lib.records_crop_size(icfg) == CROP  # synthetic:tiny: its first record.
   (tmp_path / "preprocess.json").write_text(json.dumps({"config": {"crop_size": 150}}))
   icfg.eval.data_dir = str(tmp_path)
   assert predictor_lib.records_crop_size(icfg) == 150

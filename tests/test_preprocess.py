@@ -213,6 +213,7 @@ def _items(tmp, reals, **kw):
   return items
 
 
+@pytest.mark.integration
 def test_round_trip_into_records_read_back_by_the_pipeline_readers(tmp_path, reals):
   tmp = str(tmp_path)
   items = _items(tmp, reals)
@@ -252,6 +253,7 @@ def test_round_trip_into_records_read_back_by_the_pipeline_readers(tmp_path, rea
   assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.integration
 def test_rerun_resumes_and_keeps_committed_shards(tmp_path, reals):
   tmp = str(tmp_path)
   items = _items(tmp, reals)[:2] + [
@@ -296,6 +298,7 @@ def test_multi_face_landmark_file_gives_one_record_per_track(tmp_path, reals):
   assert all(r["label"] == 1 and r["manipulation"] == "graphics_swap" for r in res.face_records)
 
 
+@pytest.mark.integration
 def test_cli_writes_dataset_and_reports_skips(tmp_path, reals):
   tmp = str(tmp_path)
   raw = os.path.join(tmp, "raw", "sub")
@@ -351,6 +354,7 @@ class _KillsWorker(str):
     os._exit(1)
 
 
+@pytest.mark.integration
 def test_a_dying_worker_skips_its_video_and_the_batch_goes_on(tmp_path, reals):
   tmp = str(tmp_path)
   items = []

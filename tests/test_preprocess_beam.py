@@ -14,6 +14,8 @@ from input_pipeline.synthetic import dataset as synthetic
 
 from apache_beam.io import filesystem, localfilesystem  # pylint: disable=wrong-import-order
 
+pytestmark = pytest.mark.integration  # Trains, runs CLIs, Beam, MTCNN or several processes.
+
 # Fields of preprocess.json that measure this run rather than describe the dataset.
 _TIMING = ("last_run", "worker_seconds", "video_seconds_per_worker_second")
 

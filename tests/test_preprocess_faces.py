@@ -8,6 +8,8 @@ import pytest
 
 from input_pipeline.preprocess import align, decode, encode, faces, video
 
+pytestmark = pytest.mark.integration  # Trains, runs CLIs, Beam, MTCNN or several processes.
+
 pytest.importorskip("mtcnn")
 skdata = pytest.importorskip("skimage.data")
 

@@ -16,7 +16,7 @@ import pytest
 
 from fakedet import objectives, optim, sharding
 from fakedet import train_state as train_state_lib
-from fakedet.objectives import byol_av
+from fakedet.objectives import byol_av, losses
 from fakedet.trainers import train
 from tests import tiny_configs
 
@@ -29,7 +29,7 @@ def _setup(devices, optimizer=None):
     config.optim.name = optimizer
   mesh = sharding.make_mesh(config.mesh, devices=devices)
   objective = objectives.get("byol_av")(config)
-  batch = train.device_batch(tiny_configs.fake_stage1_batch(), objective.input_keys, mesh)
+  batch = sharding.device_batch(tiny_configs.fake_stage1_batch(), objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, config.total_steps)
   state, shardings = train_state_lib.create(objective, tx, batch, jax.random.key(0), mesh)
   step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, 8, 10), shardings,
@@ -48,7 +48,7 @@ def test_byol_term_matches_hand_computation():
   # Frame 0: (0.6, 0.8) vs (0, 1): ½‖·‖² = ½(0.36 + 0.04) = 0.2.
   # Frame 1: (1, 0) vs (1/√2, 1/√2): ½((1 − 1/√2)² + ½) = 1 − 1/√2.
   expected = (0.2 + (1 - 1 / np.sqrt(2))) / 2
-  np.testing.assert_allclose(byol_av.byol_term(jnp.asarray(target), jnp.asarray(pred)), expected,
+  np.testing.assert_allclose(losses.byol_term(jnp.asarray(target), jnp.asarray(pred)), expected,
                              rtol=1e-6)
 
 
@@ -85,6 +85,7 @@ def test_clip_retrieval_uses_time_aligned_frames():
   assert float(shifted["sync_acc"]) == 0  # every frame's best match is 3 frames away
 
 
+@pytest.mark.integration
 def test_stop_gradient_blocks_teacher_gradients(eight):
   _, objective, batch, state, _ = eight
   state = state.replace(params=_live_residuals(state.params))
@@ -102,6 +103,7 @@ def test_stop_gradient_blocks_teacher_gradients(eight):
   assert not dead, f"student parameters without gradient: {dead}"
 
 
+@pytest.mark.integration
 def test_step_updates_ema_exactly_and_loss_decreases(eight):
   config, _, batch, state, step = eight
   old_ema = jax.device_get(state.ema_params)
@@ -120,6 +122,7 @@ def test_step_updates_ema_exactly_and_loss_decreases(eight):
   assert int(new_state.step) == 5
 
 
+@pytest.mark.integration
 def test_eight_devices_give_the_same_step_as_one():
   """SGD, whose update is linear in the gradient: Adam's first step is lr·sign(g), which turns
   float noise in exactly-zero gradients (biases before a BN) into ±lr and hides the comparison."""
@@ -180,6 +183,7 @@ def _wait_for_checkpoint(workdir, proc, step, timeout=400):
     time.sleep(0.2)
 
 
+@pytest.mark.integration
 def test_kill_9_and_resume_reaches_the_same_parameters(uninterrupted, tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(_main_cmd(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
@@ -196,6 +200,7 @@ def test_kill_9_and_resume_reaches_the_same_parameters(uninterrupted, tmp_path):
   _assert_same_params(params, ref)
 
 
+@pytest.mark.integration
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(_main_cmd(workdir, steps=100000,
@@ -230,6 +235,7 @@ class _NanAfterFive(byol_av.ByolAV):
     return jnp.where(state.step >= 5, jnp.nan, loss), aux
 
 
+@pytest.mark.integration
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_configs.get_config("stage1")
   config.objective.name = "byol_av_nan_after_5"
@@ -242,6 +248,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
+@pytest.mark.integration
 def test_two_processes_match_one_process(tmp_path):
   """One train step, then the periodic evaluation with uneven host shares (3 and 2 clips)."""
   import portpicker

@@ -72,6 +72,7 @@ def test_paper_size_parameter_counts(name, kwargs, shape, expected):
   assert out["pooled"].shape == (1, 2048 * mult)
 
 
+@pytest.mark.integration  # Compiles a whole model: tens of seconds.
 def test_tiny_tsm_resnet_outputs_and_temporal_mixing():
   model = models.get("tsm_resnet")(stage_blocks=(1, 1, 1, 1), width_multiplier=1 / 16)
   video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)), jnp.float32)

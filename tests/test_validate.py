@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from input_pipeline import records, validate
 from tests.conftest import write_tiny
 from tests.test_pipeline import _corrupt_dataset
@@ -33,6 +35,7 @@ def test_wrong_sample_rate_and_truncated_tfrecord(tmp_path):
   assert any(p.startswith(f"{tfr} record 2:") and "corrupted TFRecord" in p for p in problems)
 
 
+@pytest.mark.integration
 def test_cli_exit_status(tmp_path):
   write_tiny(tmp_path, num_real=2, num_fake=0, num_shards=1)
   ok = subprocess.run([sys.executable, "-m", "input_pipeline.validate", str(tmp_path)],

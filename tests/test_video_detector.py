@@ -1,4 +1,8 @@
-"""Stage-2 / baseline detector: heads, frozen teacher, warm start from a stage-1 state."""
+"""Stage-2 / baseline detector: heads, frozen teacher, warm start from a stage-1 state.
+
+Model calls are jitted: op-by-op execution of a whole CSN / TSM-ResNet is minutes on CPU."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,20 +36,29 @@ def _batch(n=4, t=4, size=32):
 
 
 def _state(obj, batch):
-  variables = obj.init(jax.random.key(0), batch)
+  variables = jax.jit(obj.init)(jax.random.key(0), batch)
   return variables, TrainState(step=0, params=variables["params"],
                                batch_stats=variables["batch_stats"], opt_state=None,
                                ema_params={}, ema_batch_stats={})
 
 
+def _apply(obj, variables, *inputs):
+  return jax.jit(functools.partial(obj.model.apply, train=False))(variables, *inputs)
+
+
+def _grad(obj):
+  return jax.jit(jax.grad(obj.loss, has_aux=True))
+
+
+@pytest.mark.integration  # Compiles whole detectors: tens of seconds.
 def test_outputs_and_the_frozen_teacher_gets_no_gradient():
   obj = video_detector.VideoDetection(_config())
   batch = _batch()
   variables, state = _state(obj, batch)
-  out = obj.model.apply(variables, obj._video(batch["video"]), train=False)
+  out = _apply(obj, variables, obj._video(batch["video"]))
   assert out["logit"].shape == (4,) and out["pooled"].ndim == 2
   assert out["aux_prediction"].shape == out["teacher_target"].shape == (4, 4, 8)
-  grads, (metrics, _) = jax.grad(obj.loss, has_aux=True)(state.params, state, batch, None)
+  grads, (metrics, _) = _grad(obj)(state.params, state, batch, None)
   norm = lambda tree: float(optax.global_norm(tree))
   assert norm(grads["teacher_backbone"]) == 0 and norm(grads["teacher_projector"]) == 0
   for name in ("backbone", "classifier", "aux_projector", "aux_predictor"):
@@ -59,6 +72,7 @@ def test_aux_loss_sees_real_samples_only():
   batch = _batch()
   _, state = _state(obj, batch)
 
+  @jax.jit
   def aux_of(b):  # The aux term's dependence on the fakes' pixels, BN coupling aside:
     out = obj.model.apply({"params": state.params, "batch_stats": state.batch_stats},
                           obj._video(b["video"]), train=False)
@@ -73,8 +87,9 @@ def test_baseline_is_plain_bce_and_config_is_checked():
   obj = video_detector.VideoDetection(_config(stage2=False))
   batch = _batch()
   variables, state = _state(obj, batch)
-  loss, (metrics, _) = obj.loss(state.params, state, batch, None)
-  out = obj.model.apply(variables, obj._video(batch["video"]), train=True, mutable=["batch_stats"])[0]
+  loss, (metrics, _) = jax.jit(obj.loss)(state.params, state, batch, None)
+  out = jax.jit(lambda v, x: obj.model.apply(v, x, train=True, mutable=["batch_stats"])[0])(
+      variables, obj._video(batch["video"]))
   expected = optax.sigmoid_binary_cross_entropy(out["logit"], batch["label"].astype(jnp.float32))
   assert float(loss) == pytest.approx(float(expected.mean()), rel=1e-5)
   assert "aux_loss" not in metrics and "teacher_backbone" not in variables["params"]
@@ -84,14 +99,15 @@ def test_baseline_is_plain_bce_and_config_is_checked():
     video_detector.VideoDetection.check(bad)
 
 
+@pytest.mark.integration  # Compiles whole detectors: tens of seconds.
 def test_stage1_rules_warm_start_student_backbone_and_frozen_teacher():
   """The rule table fits the real stage-1 architecture, and the teacher group stays frozen."""
   batch = _batch()
   av = models.get("av_byol")(video_backbone=BACKBONE, audio_backbone=dict(
       name="resnet18_audio", stage_blocks=(1, 1, 1, 1), width_multiplier=1 / 16),
       projector=PROJ, predictor=PRED)
-  s1 = av.init(jax.random.key(1), jnp.zeros((4, 4, 32, 32, 3)), jnp.zeros((4, 16, 80)),
-               train=False)
+  s1 = jax.jit(functools.partial(av.init, train=False))(
+      jax.random.key(1), jnp.zeros((4, 4, 32, 32, 3)), jnp.zeros((4, 16, 80)))
   bump = lambda tree, c: jax.tree.map(lambda x: x + c, tree)
   stage1 = {"params": s1["params"], "batch_stats": s1["batch_stats"],
             "ema_params": bump(s1["params"], 1.0), "ema_batch_stats": bump(s1["batch_stats"], 2.0)}
@@ -110,7 +126,7 @@ def test_stage1_rules_warm_start_student_backbone_and_frozen_teacher():
   tx = optim.make_optimizer(cfg, 10)
   params = out["params"]
   grads = jax.tree.map(jnp.ones_like, params)
-  updates, _ = tx.update(grads, tx.init(params), params)
+  updates, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(grads, params)
   assert float(optax.global_norm(updates["teacher_backbone"])) == 0
   assert float(optax.global_norm(updates["backbone"])) > 0
 
@@ -133,32 +149,35 @@ def _av_batch(n=4, t=4, size=32):
   return dict(_batch(n, t, size), audio=jnp.asarray(rng.normal(size=(n, 4 * t, 80)), jnp.float32))
 
 
+@pytest.mark.integration  # Compiles whole detectors: tens of seconds.
 @pytest.mark.parametrize("video_only", [False, True])
 def test_fakeout_concatenates_video_and_audio_into_an_mlp(video_only):
   obj = video_detector.VideoDetection(_fakeout(video_only))
   batch = _av_batch()
   variables, state = _state(obj, batch)
   assert obj.input_keys == (("video", "label") if video_only else ("video", "audio", "label"))
-  out = obj.model.apply(variables, *obj._inputs(batch), train=False)
+  out = _apply(obj, variables, *obj._inputs(batch))
   video_dim = 2048 // 16  # TSM-ResNet-50 (and audio ResNet-50) at width 1/16.
   assert out["pooled"].shape == (4, video_dim * (1 if video_only else 2))
   head = variables["params"]["classifier"]
   assert [head[k]["kernel"].shape for k in ("hidden0", "hidden1", "out")] == [
       (out["pooled"].shape[1], 8), (8, 4), (4, 1)]
-  grads, _ = jax.grad(obj.loss, has_aux=True)(state.params, state, batch, None)
+  grads, _ = _grad(obj)(state.params, state, batch, None)
   for name in ("backbone", "classifier") + (() if video_only else ("audio_backbone",)):
     assert float(optax.global_norm(grads[name])) > 0, name  # Full fine-tuning.
   # The audio changes the video+audio score only.
   louder = dict(batch, audio=batch["audio"] + 3.0)
-  moved = float(jnp.max(jnp.abs(obj.predict(state, louder) - obj.predict(state, batch))))
+  predict = jax.jit(obj.predict)
+  moved = float(jnp.max(jnp.abs(predict(state, louder) - predict(state, batch))))
   assert (moved == 0.0) == video_only
 
 
+@pytest.mark.integration  # Compiles whole detectors: tens of seconds.
 def test_mmv_rules_warm_start_fakeout_from_an_mmv_state():
   from tests import test_mmv  # The tiny MMV config: the architecture FakeOut inherits.
   mmv_config = test_mmv.mmv_tiny()
   mmv = objectives_get("mmv")(mmv_config)
-  mmv_vars = mmv.init(jax.random.key(2), test_mmv.fake_batch())
+  mmv_vars = jax.jit(mmv.init)(jax.random.key(2), test_mmv.fake_batch())
   config = _fakeout()
   config.model.backbone = mmv_config.model.video_backbone
   config.model.audio_backbone = mmv_config.model.audio_backbone
