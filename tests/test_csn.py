@@ -10,6 +10,7 @@ import pytest
 
 from fakedet import models
 from fakedet.models import csn
+from fakedet.models import frame_conv
 
 PAPER_PARAMS = 21_394_176  # the authors' PyTorch model (conv weights + BN scale/bias)
 TINY_SHAPE = (2, 3, 28, 28, 3)  # 28 → 14 (stem) → 7 (pool) → 7, 4, 2, 1: odd sizes, ceil
@@ -66,9 +67,11 @@ def test_paper_size_shapes_match_table16():
   assert out["feature_map"].shape == (2, 25, 4, 4, 2048)
 
 
-def test_paper_size_param_count_matches_authors_model():
-  variables = _abstract_init(csn.CSN(), (1, 25, 112, 112, 3))
-  assert _count(variables["params"]) == PAPER_PARAMS
+@pytest.mark.parametrize("channels", [3, 1])
+def test_paper_size_param_count_matches_authors_model(channels):
+  variables = _abstract_init(csn.CSN(), (1, 25, 112, 112, channels))
+  # A greyscale stem (the authors' 1-channel configs) has 2/3 fewer stem weights.
+  assert _count(variables["params"]) == PAPER_PARAMS - (3 - channels) * 64 * 3 * 7 * 7
   # Running stats are state, not params: one mean and one var per BN channel.
   flat = flax.traverse_util.flatten_dict(variables["params"])
   bn_channels = _count([v for k, v in flat.items() if k[-1] == "scale"])
@@ -239,6 +242,23 @@ def test_batch_norm_train_vs_eval():
                              atol=1e-5)
   alone_train, _ = train_apply(variables, video[:1])
   assert not np.allclose(alone_train["frames"], out_train["frames"][:1], atol=1e-3)
+
+
+def test_greyscale_clips():
+  """[B, T, H, W, 1] input: the stem kernel follows the channels, and the frame-stacked stem
+  (kt·Cin = 3 stacked channels) equals the native 3D conv (the rest of the network does not
+  see the input channels; tests/test_import_realforensics.py runs it against PyTorch)."""
+  model = _make_test_model()
+  shape = (1, 3, 28, 28, 1)
+  variables = _abstract_init(model, shape)
+  assert variables["params"]["stem_conv"]["kernel"].shape == (3, 7, 7, 1, 8)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                       jax.ShapeDtypeStruct(shape, jnp.float32))
+  assert out["frames"].shape == (1, 3, 256)
+  video, kernel = _video(shape), jax.random.normal(jax.random.key(2), (3, 7, 7, 1, 8))
+  stems = [frame_conv.conv3d_t1(video, kernel, (2, 2), ((1, 1), (3, 3), (3, 3)), impl)
+           for impl in ("frames", "native")]
+  np.testing.assert_allclose(stems[0], stems[1], rtol=1e-5, atol=1e-5)
 
 
 def test_tiny_forward_shapes_and_dtype():

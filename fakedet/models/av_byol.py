@@ -31,7 +31,8 @@ class AVByol(nn.Module):
     self.audio_predictor = build(self.predictor, "audio_predictor", heads.HEADS.get)
 
   def targets(self, video: jnp.ndarray, audio: jnp.ndarray, *, train: bool) -> Dict[str, Any]:
-    """Unnormalised projections: video [B, T, H, W, 3] → ``video_z`` [B, T, D];
+    """Unnormalised projections: video [B, T, H, W, C] (C = 3 RGB or 1 greyscale) →
+    ``video_z`` [B, T, D];
     log-mel audio [B, 4T, F] → ``audio_z`` [B, T, D]."""
     v = self.video_net(video, train=train)["frames"]
     a = self.audio_net(audio, train=train)["frames"]

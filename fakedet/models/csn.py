@@ -16,7 +16,9 @@ Padding is explicit and torch-style (1,3,3 for the stem, 0,1,1 with -inf for the
 the depthwise conv) rather than "SAME": they differ at stride 2 on even sizes, and this keeps
 shapes and weights interchangeable with the authors' PyTorch model, whose 21,394,176 trainable
 parameters this reproduces (a 3×3×3 that is purely depthwise, no extra 1×1×1 conv in the
-bottleneck). Forward cost: ~27.7 GMACs per 25×112×112 clip. Per-stage outputs are sown into the
+bottleneck). Input is RGB or greyscale (the authors' configs build either stem): the stem
+kernel [3, 7, 7, Cin, 64] follows the input's channels, so a greyscale model has 21,375,360
+parameters. Forward cost: ~27.7 GMACs per 25×112×112 clip. Per-stage outputs are sown into the
 ``intermediates`` collection. Two convs have two exact implementations each, chosen per platform:
 the depthwise conv (``depthwise_impl``, ``fakedet.models.depthwise``: XLA:CPU's grouped conv is
 ~40× slower than a shifted multiply-add) and the stem (``stem_impl``,
@@ -132,7 +134,7 @@ class CSN(nn.Module):
 
   @nn.compact
   def __call__(self, video: jax.Array, *, train: bool) -> Dict[str, jax.Array]:
-    """Video [B, T, H, W, Cin] (float) → dict of
+    """Video [B, T, H, W, Cin] (float, normalised; Cin = 3 RGB or 1 greyscale) → dict of
 
       frames: [B, T, C] per-frame embeddings (spatially averaged feature map);
       feature_map: [B, T, h, w, C] last-stage map, h = ceil(H / 32) (4 for H = 112),
