@@ -69,7 +69,9 @@ def get_config(arg=None):
       # vocab_path: a word2vec text file the user supplies (the same path in both op strings).
       text_backbone=dict(name="text_encoder", vocab_path="", embedding_dim=300, features=2048,
                          freeze_embeddings=True),
-      va_dim=512, vat_dim=256, vat_hidden=512,
+      # FAC heads as released (mmv/config.py): video → va MLP@512 + BN, audio → va linear,
+      # ReLU, va → vat linear + BN, text → vat linear.
+      va_dim=512, vat_dim=256, va_hidden=512,
       pixel_mean=(0.0, 0.0, 0.0),  # MMV feeds RGB in [0, 1].
       pixel_std=(1.0, 1.0, 1.0),
   ))
@@ -114,7 +116,7 @@ def _demo(config):
   m.audio_backbone.width_multiplier = 0.125
   m.text_backbone.embedding_dim = 64
   m.text_backbone.features = 256
-  m.va_dim, m.vat_dim, m.vat_hidden = 128, 64, 128
+  m.va_dim, m.vat_dim, m.va_hidden = 128, 64, 128
   m.pixel_mean = (0.421, 0.421, 0.421)  # The synthetic faces' statistics (as stage 1).
   m.pixel_std = (0.165, 0.165, 0.165)
   # 32-frame windows cut into two adjacent 16-frame training clips: each clip's sibling (same

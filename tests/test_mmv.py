@@ -1,6 +1,7 @@
 """MMV pretraining end to end: narrations op, text branch (word2vec, frozen), FAC model, configs,
 objective checks, sharding invariance of the objective, and a few-step trainer smoke run."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,7 +29,7 @@ def mmv_tiny():
   m.text_backbone.embedding_dim = 8
   m.text_backbone.features = 16
   m.text_backbone.vocab_path = VOCAB
-  m.va_dim, m.vat_dim, m.vat_hidden = 16, 8, 16
+  m.va_dim, m.vat_dim, m.va_hidden = 16, 8, 16
   config.input.clip_frames = T
   config.objective.train_parts = 1
   config.input.train_ops, config.input.eval.ops = module.ops(VOCAB, crop=36, size=SIZE, num=2,
@@ -185,14 +186,30 @@ def test_vocabulary_comes_from_the_data_never_from_code(tmp_path):
     narrations.load_vocabulary(str(bad))
 
 
-def test_text_encoder_max_pools_over_real_words_only():
-  model = models.get("text_encoder")(vocab_path=VOCAB, embedding_dim=4, features=6)
+def test_text_encoder_max_pools_like_the_released_model_or_over_real_words_only():
   tokens = jnp.array([[[5, 7, 0], [0, 0, 0]]])  # [B=1, K=2, L=3]
+  # Default (released MMV TextModule): max over every position, padding included.
+  model = models.get("text_encoder")(vocab_path=VOCAB, embedding_dim=4, features=6)
   variables = model.init(jax.random.key(0), tokens, train=False)
   out = model.apply(variables, tokens, train=False)
   assert out["words"].shape == (1, 2, 3, 6) and out["pooled"].shape == (1, 2, 6)
+  np.testing.assert_allclose(out["pooled"][0], jnp.max(out["words"][0], axis=1))
+  # mask_padding=True: real words only; an empty narration pools to zeros.
+  masked = models.get("text_encoder")(vocab_path=VOCAB, embedding_dim=4, features=6,
+                                      mask_padding=True)
+  out = masked.apply(variables, tokens, train=False)
   np.testing.assert_allclose(out["pooled"][0, 0], jnp.max(out["words"][0, 0, :2], axis=0))
   np.testing.assert_array_equal(out["pooled"][0, 1], 0)
+
+
+def test_text_encoder_vocab_size_holds_a_converted_table_frozen():
+  model = models.get("text_encoder")(embedding_dim=4, features=6, vocab_size=100)
+  tokens = jnp.array([[99, 3, 0]])
+  params = model.init(jax.random.key(0), tokens, train=False)["params"]
+  assert params["word_embeddings"].shape == (100, 4)
+  grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, tokens, train=True)["pooled"]
+                                     ** 2))(params)
+  assert float(jnp.max(jnp.abs(grads["word_embeddings"]))) == 0.0  # As MMV's stop_gradient.
 
 
 # ----------------------------------------------------------------------------- model + configs
@@ -207,6 +224,27 @@ def test_mmv_model_outputs_fac_spaces():
   assert shapes == {"video_pooled": (8, 128), "video_va": (8, 16), "video_vat": (8, 8),
                     "audio_pooled": (8, 128), "audio_va": (8, 16),
                     "text_pooled": (8, 2, 16), "text_vat": (8, 2, 8)}
+  # The released FAC heads (mmv/config.py): video → va MLP (linear, BN, ReLU, linear without
+  # bias, BN); audio → va, text → vat linear; va → vat linear + BN. mmv_tiny's va_hidden=16
+  # is the old name of the video → va hidden width.
+  shape = lambda tree: jax.tree.map(jnp.shape, tree)
+  p, bs = variables["params"], variables["batch_stats"]
+  assert shape(p["video_to_va"]) == {
+      "hidden0": {"kernel": (128, 16), "bias": (16,)}, "hidden0_bn": {"scale": (16,),
+                                                                       "bias": (16,)},
+      "proj": {"kernel": (16, 16)}, "proj_bn": {"scale": (16,), "bias": (16,)}}
+  assert shape(p["va_to_vat"]) == {"proj": {"kernel": (16, 8), "bias": (8,)},
+                                   "proj_bn": {"scale": (8,), "bias": (8,)}}
+  assert shape(p["audio_to_va"]) == {"proj": {"kernel": (128, 16), "bias": (16,)}}
+  assert shape(p["text_to_vat"]) == {"proj": {"kernel": (16, 8), "bias": (8,)}}
+  assert set(bs) == {"video_backbone", "audio_backbone", "video_to_va", "va_to_vat"}
+  # S_vat is reached from relu(S_va): the va → vat head sees no negative video_va.
+  model = objective.model
+  va = out["video_va"]
+  vat = model.apply(variables, va, train=False, method=lambda m, x, train: m.va_to_vat(
+      nn.relu(x), train=train))
+  np.testing.assert_allclose(vat, out["video_vat"], rtol=1e-5, atol=1e-6)
+  assert float(jnp.min(va)) < 0  # So the ReLU matters in this check.
 
 
 @pytest.mark.parametrize("variant,video_dim", [("", 2048), ("x2", 4096), ("demo", 256)])

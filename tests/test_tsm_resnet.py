@@ -1,4 +1,5 @@
-"""MMV backbones: TSM shift semantics, output shapes and paper-size parameter counts."""
+"""MMV backbones: TSM shift layout (the released model's), output shapes and paper-size parameter
+counts (equal to the released Haiku models': tests/test_import_mmv.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,27 +10,34 @@ from fakedet.models import tsm_resnet
 from fakedet.train_state import count_params
 
 
-def test_temporal_shift_moves_one_eighth_each_way_with_zero_padding():
+def test_temporal_shift_uses_the_released_mmv_channel_layout():
+  """Released MMV (tsm_utils.temporal_shift_gpu): out[:n] = next frame's last n channels,
+  out[n:C−n] unchanged, out[C−n:] = previous frame's first n channels; zeros at clip ends."""
   b, t, h, w, c = 2, 5, 2, 3, 16
   rng = np.random.default_rng(0)
   x = rng.normal(size=(b, t, h, w, c)).astype(np.float32) + 1.0  # no zeros anywhere
   y = np.asarray(tsm_resnet.temporal_shift(jnp.asarray(x.reshape(b * t, h, w, c)), t))
   y = y.reshape(b, t, h, w, c)
-  fold = c // 8  # 2
-  # Channels [0, fold): frame t holds frame t+1's values; the last frame is zero.
-  np.testing.assert_array_equal(y[:, :-1, ..., :fold], x[:, 1:, ..., :fold])
-  np.testing.assert_array_equal(y[:, -1, ..., :fold], 0)
-  # Channels [fold, 2·fold): frame t holds frame t−1's values; the first frame is zero.
-  np.testing.assert_array_equal(y[:, 1:, ..., fold:2 * fold], x[:, :-1, ..., fold:2 * fold])
-  np.testing.assert_array_equal(y[:, 0, ..., fold:2 * fold], 0)
-  # The rest is untouched, and clips never leak into each other.
-  np.testing.assert_array_equal(y[..., 2 * fold:], x[..., 2 * fold:])
-  assert not np.array_equal(y[1, 0, ..., :fold], x[0, -1, ..., :fold])
+  n = c // 8  # 2
+  # Output channels [0, n): frame t holds frame t+1's channels [C−n, C); the last frame is zero.
+  np.testing.assert_array_equal(y[:, :-1, ..., :n], x[:, 1:, ..., c - n:])
+  np.testing.assert_array_equal(y[:, -1, ..., :n], 0)
+  # Output channels [C−n, C): frame t holds frame t−1's channels [0, n); the first frame is zero.
+  np.testing.assert_array_equal(y[:, 1:, ..., c - n:], x[:, :-1, ..., :n])
+  np.testing.assert_array_equal(y[:, 0, ..., c - n:], 0)
+  # The middle is untouched, and clips never leak into each other.
+  np.testing.assert_array_equal(y[..., n:c - n], x[..., n:c - n])
+  assert not np.array_equal(y[1, 0, ..., :n], x[0, -1, ..., c - n:])
+  # Fewer than 8 channels: nothing to shift (tiny models only).
+  small = jnp.asarray(x[..., :7].reshape(b * t, h, w, 7))
+  np.testing.assert_array_equal(tsm_resnet.temporal_shift(small, t), small)
 
 
 def test_temporal_shift_rejects_a_batch_that_is_not_whole_clips():
   with pytest.raises(ValueError, match="not a multiple of num_frames=4"):
     tsm_resnet.temporal_shift(jnp.zeros((6, 2, 2, 8)), 4)
+  with pytest.raises(ValueError, match=r"must be in \[0, 1/2\]"):
+    tsm_resnet.temporal_shift(jnp.zeros((4, 2, 2, 8)), 4, fraction=0.75)
 
 
 def _hand_count_resnet50_v2(in_channels: int, mult: int) -> int:
@@ -76,8 +84,9 @@ def test_paper_size_parameter_counts(name, kwargs, shape, expected):
 def test_tiny_tsm_resnet_outputs_and_temporal_mixing():
   model = models.get("tsm_resnet")(stage_blocks=(1, 1, 1, 1), width_multiplier=1 / 16)
   video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)), jnp.float32)
-  variables = model.init(jax.random.key(0), video, train=False)
-  out = model.apply(variables, video, train=False)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(video)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  out = apply(variables, video)
   assert out["feature_map"].shape == (2, 4, 1, 1, 128)
   assert out["frames"].shape == (2, 4, 128)
   assert out["pooled"].shape == (2, 128)
@@ -85,7 +94,7 @@ def test_tiny_tsm_resnet_outputs_and_temporal_mixing():
   # Changing only frame 0 changes frame 1's features (the shift mixes time) but not the other
   # clip's (no leak across the batch).
   changed = video.at[0, 0].add(1.0)
-  out2 = model.apply(variables, changed, train=False)
+  out2 = apply(variables, changed)
   assert float(jnp.max(jnp.abs(out2["frames"][0, 1] - out["frames"][0, 1]))) > 1e-6
   np.testing.assert_array_equal(out2["frames"][1], out["frames"][1])
 
@@ -93,8 +102,8 @@ def test_tiny_tsm_resnet_outputs_and_temporal_mixing():
 def test_tiny_audio_resnet_shapes():
   model = models.get("resnet50_audio")(stage_blocks=(1, 1, 1, 1), width_multiplier=1 / 16)
   audio = jnp.ones((3, 64, 80))
-  variables = model.init(jax.random.key(0), audio, train=False)
-  out = model.apply(variables, audio, train=False)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(audio)
+  out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, audio)
   assert out["feature_map"].shape == (3, 2, 3, 128)
   assert out["pooled"].shape == (3, 128)
   with pytest.raises(ValueError, match=r"\[B, Ta, F\]"):

@@ -1,10 +1,13 @@
-"""MMV's audio backbone: ResNet-50 (v2, pre-activation) on an 80-bin log-mel spectrogram.
+"""MMV's audio backbone: ResNet-50 (v2, pre-activation) on a log-mel spectrogram.
 
-The log-mel [B, Ta, F] is a 1-channel image (time = height, mel bins = width) run through the
-same pre-activation body as the video's TSM-ResNet (``tsm_resnet.ResNetV2Body``, no temporal
-shift), with the standard ResNet strides (/32 in time and frequency), then averaged over time and
-frequency into one vector per clip. 23,494,080 parameters at paper size: TSM-ResNet-50 v2's
-23,500,352 minus the 6,272 the 7×7 stem saves on 1 input channel instead of 3 (7·7·2·64).
+The log-mel [B, Ta, F] is a 1-channel image (time = height, mel bins = width) — the released MMV
+model's layout (deepmind-research ``mmv/models/resnet.py`` ``ResNetV2`` fed ``[B, T', F, 1]``;
+FakeOut adds the channel axis the same way) — run through the same pre-activation body as the
+video's TSM-ResNet (``tsm_resnet.ResNetV2Body``, no temporal shift): 7×7/2 stem conv + 3×3/2
+max-pool (SAME), bottleneck stages with strides 1, 2, 2, 2, a final BN-ReLU, then the mean over
+time and frequency. The released audio network is always width ×1, also in the TSM-ResNet-50×2
+checkpoint. 23,494,080 parameters at paper size: TSM-ResNet-50 v2's 23,500,352 minus the 6,272
+the 7×7 stem saves on 1 input channel instead of 3 (7·7·2·64).
 """
 from __future__ import annotations
 

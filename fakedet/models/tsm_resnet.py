@@ -1,24 +1,31 @@
 """Pre-activation (v2) ResNet-50 with Temporal Shift Modules: MMV's / FakeOut's video backbone.
 
 TSM (Lin et al., ICCV 2019) gives a 2D ResNet temporal modelling at zero parameter cost: in every
-residual block 1/8 of the channels are shifted one frame back in time, another 1/8 one frame
-forward (zero-padded at the clip ends), the rest stay. As in MMV's TSM-ResNet (Alayrac et al.,
-NeurIPS 2020) the network is the pre-activation ResNet v2 and the shift acts on the block's
-pre-activated input, on the residual branch only (the shortcut is not shifted). Frames are
-processed as a batch of images ``[B·T, H, W, C]`` (no temporal striding: T is kept), so the
-convolutions are ordinary 2D ones — fast on every backend, XLA:CPU included.
+residual block 1/8 of the channels come from the next frame, another 1/8 from the previous one
+(zero-padded at the clip ends), the rest stay. This module follows DeepMind's released MMV
+TSM-ResNet (deepmind-research ``mmv/models/tsm_resnet.py``, ``tsm_utils.py``), whose checkpoints
+FakeOut fine-tunes (``fakedet/importers/mmv.py`` converts them), so the layout is theirs, not
+the TSM paper's: the LAST 1/8 of the channels is taken from frame t+1 and moved to the front, the
+FIRST 1/8 is taken from frame t−1 and moved to the back (``temporal_shift``). The shift acts on
+the block's pre-activated input, on the residual branch only (the projection shortcut reads the
+unshifted pre-activation). Clips ``[B, T, H, W, C]`` are folded batch-major into ``[B·T, H, W, C]``
+(the released code's "gpu" mode; its "tpu" mode folds time-major with the same channel layout),
+T is never strided, so the convolutions are ordinary 2D ones — fast on every backend.
 
-Layer list at paper size (width ×1, 3-channel input; ×2 doubles every width):
+Layer list at paper size (width ×1, 3-channel input; ×2 doubles every width, stem included):
 
-  stem    7×7, 64, /2 conv (no BN: v2 blocks pre-activate) → 3×3/2 max-pool
+  stem    7×7, 64, /2 conv, SAME (no BN: v2 blocks pre-activate) → 3×3/2 max-pool, SAME
   stage1  3 × bottleneck [BN-ReLU, shift, 1×1 64, BN-ReLU, 3×3 64, BN-ReLU, 1×1 256]
   stage2  4 × bottleneck [.., 1×1 128, .., 3×3 128 (/2 in the first), .., 1×1 512]
   stage3  6 × bottleneck [.., 1×1 256, .., 3×3 256 (/2), .., 1×1 1024]
   stage4  3 × bottleneck [.., 1×1 512, .., 3×3 512 (/2), .., 1×1 2048]
-  final   BN-ReLU → mean over T, H, W → ``pooled`` [B, 2048] (4096 for ×2)
+  final   BN-ReLU → mean over H, W per frame, then over T → ``pooled`` [B, 2048] (4096 for ×2)
 
 The first block of each stage has a 1×1 (strided) projection shortcut without BN, applied to the
-pre-activated input. Parameters (convs have no bias; BN has scale + bias):
+pre-activated input. BatchNorm: decay 0.9 (flax momentum 0.9), ε 1e-5, scale and offset. The
+released model syncs BN statistics across replicas; under fakedet's jit over global arrays the
+batch statistics already span the global batch. Parameters (convs have no bias; BN has scale +
+bias):
 
   torchvision ResNet-50 v1 without fc                         23,508,032
   − stem BN (2·64)                                                  −128
@@ -31,6 +38,7 @@ pre-activated input. Parameters (convs have no bias; BN has scale + bias):
 Of these, 45,440 are BN scales/biases and 9,408 the stem conv. ×2 (every width doubled, stem
 included, as in MMV): convs other than the stem ×4 (4·23,445,504), stem ×2 (18,816), BN ×2
 (90,880) = 93,891,712. The same body on a 1-channel log-mel (``resnet50_audio``): 23,494,080.
+All three equal the released Haiku models' counts (``tests/test_import_mmv.py``).
 """
 from __future__ import annotations
 
@@ -48,24 +56,33 @@ PAPER_PARAMS = {"tsm_resnet50": 23_500_352, "tsm_resnet50x2": 93_891_712,
 
 
 def temporal_shift(x: jax.Array, num_frames: int, fraction: float = 1 / 8) -> jax.Array:
-  """TSM shift of frame-batched features ``[B·T, ..., C]`` (clips of ``num_frames`` frames).
+  """TSM shift of frame-batched features ``[B·T, ..., C]`` (clips of ``num_frames`` frames,
+  batch-major), in the released MMV layout, with ``n = int(C · fraction)``:
 
-  With ``fold = int(C · fraction)``: channels ``[0, fold)`` of frame t take frame t+1's values
-  (a shift towards the past), channels ``[fold, 2·fold)`` take frame t−1's (towards the
-  future); the frame missing at each clip end is zero; channels ``[2·fold, C)`` are unchanged.
+    out[..., :n]       = frame t+1's channels [C−n, C)   (zeros on the clip's last frame)
+    out[..., n:C−n]    = frame t's channels  [n, C−n)    (unchanged)
+    out[..., C−n:]     = frame t−1's channels [0, n)     (zeros on the clip's first frame)
+
+  The shifted groups swap ends (a fixed channel permutation the next 1×1 conv absorbs); it is
+  kept because the released weights were trained with it. ``n == 0`` (fewer than 1/fraction
+  channels, only in tiny test models) returns ``x``.
   """
   shape = x.shape
   if shape[0] % num_frames:
     raise ValueError(f"temporal_shift: leading dim {shape[0]} is not a multiple of "
                      f"num_frames={num_frames}")
-  fold = int(shape[-1] * fraction)
-  if fold == 0:
+  if not 0.0 <= fraction <= 0.5:
+    raise ValueError(f"temporal_shift: fraction={fraction} must be in [0, 1/2] (two groups of "
+                     "that size are shifted)")
+  c = shape[-1]
+  n = int(c * fraction)
+  if n == 0:
     return x
   y = x.reshape((shape[0] // num_frames, num_frames) + shape[1:])
-  zeros = jnp.zeros_like(y[:, :1, ..., :fold])
-  back = jnp.concatenate([y[:, 1:, ..., :fold], zeros], axis=1)  # t ← t+1
-  fwd = jnp.concatenate([zeros, y[:, :-1, ..., fold:2 * fold]], axis=1)  # t ← t−1
-  return jnp.concatenate([back, fwd, y[..., 2 * fold:]], axis=-1).reshape(shape)
+  zeros = jnp.zeros_like(y[:, :1, ..., :n])
+  from_next = jnp.concatenate([y[:, 1:, ..., c - n:], zeros], axis=1)  # t ← t+1
+  from_prev = jnp.concatenate([zeros, y[:, :-1, ..., :n]], axis=1)  # t ← t−1
+  return jnp.concatenate([from_next, y[..., n:c - n], from_prev], axis=-1).reshape(shape)
 
 
 def _bn(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
@@ -152,7 +169,7 @@ class TSMResNet(nn.Module):
 
   @nn.compact
   def __call__(self, video: jax.Array, *, train: bool) -> Dict[str, jax.Array]:
-    """Video [B, T, H, W, 3] (standardised floats) → dict of
+    """Video [B, T, H, W, 3] (floats; the released MMV weights expect RGB in [0, 1]) → dict of
 
       feature_map: [B, T, H/32, W/32, D] last-stage map after the final BN-ReLU;
       frames: [B, T, D] spatially averaged per frame;

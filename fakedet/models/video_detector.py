@@ -7,8 +7,10 @@ FakeOut's fine-tuned detector (§3.2):
             targets of a frozen copy of the stage-1 video teacher (``teacher_*`` sub-modules,
             loaded by a warm start and frozen by an optimiser group)
   baseline  classifier "linear"; no auxiliary head, no teacher
-  FakeOut   classifier "mlp" (``mlp_hidden`` ReLU layers → 1) on the concatenated pooled video
-            and (with ``audio_backbone``) audio features of MMV's backbones
+  FakeOut   classifier "fakeout" (the authors' released head: linear 512 → linear 128 →
+            linear 2, no activations) or "mlp" (``mlp_hidden`` ReLU layers → 1) on the
+            concatenated pooled video and (with ``audio_backbone``) audio features of MMV's
+            backbones
 
 Every spec is ``{"name": registered_name, **kwargs}`` (models for the backbone, heads for the
 rest), so the backbone and heads are config choices, as in ``av_byol``.
@@ -26,7 +28,7 @@ from fakedet.models import MODELS, build, heads
 
 class VideoDetector(nn.Module):
   backbone: Mapping[str, Any]
-  classifier: str = "cosine"  # "cosine" (Eq. 5, s = cosine_scale), "linear" or "mlp".
+  classifier: str = "cosine"  # "cosine" (Eq. 5, s = cosine_scale), "linear", "mlp", "fakeout".
   cosine_scale: float = 64.0
   mlp_hidden: Tuple[int, ...] = (512, 512)  # classifier "mlp": hidden widths (ReLU).
   audio_backbone: Optional[Mapping[str, Any]] = None  # Log-mel branch; its pooled feature is
@@ -36,9 +38,9 @@ class VideoDetector(nn.Module):
   teacher: bool = False  # A frozen stage-1 teacher (backbone + aux_projector's architecture).
 
   def setup(self):
-    if self.classifier not in ("cosine", "linear", "mlp"):
+    if self.classifier not in ("cosine", "linear", "mlp", "fakeout"):
       raise ValueError(f"video_detector classifier={self.classifier!r}; allowed: cosine, "
-                       "linear, mlp")
+                       "linear, mlp, fakeout")
     if (self.aux_projector is None) != (self.aux_predictor is None):
       raise ValueError("video_detector needs both aux_projector and aux_predictor, or neither")
     if self.teacher and self.aux_projector is None:
@@ -50,6 +52,8 @@ class VideoDetector(nn.Module):
       self.classifier_head = heads.CosineClassifier(scale=self.cosine_scale, name="classifier")
     elif self.classifier == "mlp":
       self.classifier_head = MLPClassifier(hidden=tuple(self.mlp_hidden), name="classifier")
+    elif self.classifier == "fakeout":
+      self.classifier_head = FakeOutClassifier(name="classifier")
     else:
       self.classifier_head = nn.Dense(1, name="classifier")
     head = lambda spec, name: build(spec, name, heads.HEADS.get)
@@ -62,7 +66,8 @@ class VideoDetector(nn.Module):
 
   def __call__(self, video: jax.Array, audio: Optional[jax.Array] = None, *,
                train: bool) -> Dict[str, jax.Array]:
-    """video [B, T, H, W, 3] (and, with an audio backbone, log-mels ``audio`` [B, Ta, F]) →
+    """video [B, T, H, W, Cin] (Cin = 3 RGB or 1 greyscale, the backbone's stem; and, with an
+    audio backbone, log-mels ``audio`` [B, Ta, F]) →
     ``frames`` [B, T, C], ``pooled`` [B, C] (video, + audio features concatenated), ``logit``
     [B] and, with the auxiliary head, ``aux_prediction`` [B, T, D]; with the teacher (in
     inference mode: its BatchNorm uses the stage-1 statistics) ``teacher_target`` [B, T, D]."""
@@ -96,6 +101,31 @@ class MLPClassifier(nn.Module):
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, name=f"hidden{i}")(x))
     return nn.Dense(1, name="out")(x)
+
+
+class FakeOutClassifier(nn.Module):
+  """FakeOut's released fine-tuning head (gilikn/FakeOut ``fakeout/inference.py``,
+  ``mlp_builder``): linear 512 → linear 128 → linear 2 on [B, D], with NO activation between
+  the layers (so it is one affine map of rank ≤ 128) and weights drawn from a normal truncated
+  at ±2σ, σ = 0.02 (Haiku ``TruncatedNormal(0.02)``, no σ correction), zero biases. The paper
+  says "a multi-layer perceptron implemented with 2 hidden layers" (§4.1) and does not mention
+  the missing activations; the code is what produced the published checkpoint.
+
+  fakedet predicts one fake logit; the authors take ``softmax(logits)[1]`` as the fake score
+  (class 1 = fake), so the logit is ``logits[1] − logits[0]``: sigmoid of it equals that
+  softmax probability, and binary cross-entropy on it equals their 2-way cross-entropy. The
+  2-way layer is kept so the released weights load unchanged.
+  """
+  hidden: Tuple[int, ...] = (512, 128)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, D] → fake logit [B] (logit_fake − logit_real)."""
+    init = nn.initializers.truncated_normal(stddev=0.02)
+    for i, width in enumerate(self.hidden):
+      x = nn.Dense(width, kernel_init=init, name=f"hidden{i}")(x)
+    logits = nn.Dense(2, kernel_init=init, name="out")(x)
+    return logits[..., 1] - logits[..., 0]
 
 
 MODELS.register("video_detector")(VideoDetector)

@@ -103,7 +103,7 @@ class MMVObjective(Objective):
     if not config.objective.temperature > 0:
       raise ValueError(f"objective.temperature must be > 0, got {config.objective.temperature}")
     for key in ("video_backbone", "audio_backbone", "text_backbone", "va_dim", "vat_dim",
-                "vat_hidden", "pixel_mean", "pixel_std"):
+                "va_hidden", "pixel_mean", "pixel_std"):
       if key not in config.model:
         raise KeyError(f"objective 'mmv' needs config.model.{key}; has {sorted(config.model)}")
     if not config.input.with_words:
@@ -139,7 +139,7 @@ class MMVObjective(Objective):
     self.model = models.get("mmv")(
         video_backbone=m.video_backbone.to_dict(), audio_backbone=m.audio_backbone.to_dict(),
         text_backbone=m.text_backbone.to_dict(), va_dim=m.va_dim, vat_dim=m.vat_dim,
-        vat_hidden=m.vat_hidden)
+        va_hidden=m.va_hidden)
     self.mean, self.std = tuple(m.pixel_mean), tuple(m.pixel_std)
     o = config.objective
     self.temperature, self.lambda_va, self.lambda_vt = (float(o.temperature), float(o.lambda_va),
