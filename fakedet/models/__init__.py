@@ -19,6 +19,9 @@ _MODULES = (
     "fakedet.models.video_detector",
     "fakedet.models.tsm_resnet", "fakedet.models.resnet50_audio", "fakedet.models.text",
     "fakedet.models.mmv",
+    "fakedet.models.wav2vec2", "fakedet.models.avcl",  # AV contrastive transformer.
+    "fakedet.models.resnet2d", "fakedet.models.pcl",  # PCL + I2G.
+    "fakedet.models.vit", "fakedet.models.rffr",  # RFFR.
 )
 
 
