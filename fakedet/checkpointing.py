@@ -2,9 +2,11 @@
 
 Layout of a workdir (what the trainer writes and every reader expects)::
 
-  <workdir>/checkpoints/<step>/{state,data}   one Orbax item per train state and grain iterator
+  <workdir>/checkpoints/<step>/{state,data,selection}   train state, grain iterator, and the
+                                              model-selection record as of that step
   <workdir>/best/checkpoints/<step>/state     model selection (``BestCheckpoint``)
-  <workdir>/best/best.json                    its metric, value, step and stale count
+  <workdir>/best/best.json                    a readable copy of the record of the newest
+                                              checkpoint (metric, best value and step, stale count)
 
 Writers: ``Checkpointer`` saves the whole train state (params, batch stats, optimizer state, EMA
 teacher, step) together with the input iterator position, asynchronously, every
@@ -159,7 +161,7 @@ class Checkpointer:
         manager_path(workdir) / CHECKPOINTS,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
-        item_names=("state", "data"))
+        item_names=("state", "data", "selection"))
     self._stop_requested = False
 
   def install_sigterm_handler(self):
@@ -169,30 +171,41 @@ class Checkpointer:
       self._stop_requested = True
     signal.signal(signal.SIGTERM, handler)
 
-  def should_stop(self, step: int) -> bool:
-    """True on every host if any host got SIGTERM or orbax saw a preemption notice."""
+  def should_stop(self, step: int, every: int = 1) -> bool:
+    """True on every host if any host got SIGTERM or orbax saw a preemption notice. With several
+    hosts they agree (a collective) only every ``every`` steps, so the loop does not wait on the
+    other hosts at each step; between those steps a SIGTERM waits its turn."""
     stop = self._stop_requested or self.manager.reached_preemption(step)
     if jax.process_count() > 1:
+      if step % every:
+        return False
       stop = bool(np.any(multihost_utils.process_allgather(np.array(stop))))
     return stop
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, data_iter: Any, force: bool = False,
+           selection: Optional[Mapping[str, Any]] = None) -> bool:
+    """Saves the state, the iterator position and the model-selection record (``selection``),
+    together: a resumed run continues model selection exactly where this step left it."""
     if not force and step % self.every_steps:
       return False
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        selection=ocp.args.JsonSave(dict(selection or {}))), force=force)
 
-  def restore(self, abstract_state: Any, data_iter: Any, step: Optional[int] = None) -> Any:
-    """Restores into ``abstract_state`` (ShapeDtypeStructs with shardings); sets the iterator."""
+  def restore(self, abstract_state: Any, data_iter: Any,
+              step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
+    """(state restored into ``abstract_state``, the selection record saved with it); sets the
+    iterator."""
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iter)))
-    return restored["state"]
+        data=grain.checkpoint.CheckpointRestore(data_iter),
+        selection=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["selection"] or {})
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -206,12 +219,15 @@ class BestCheckpoint:
   """Model selection: keeps the state with the best value of one evaluation metric.
 
   The state goes to ``<workdir>/best/checkpoints/<step>`` (a workdir-shaped folder, so
-  ``fakedet.evaluate --checkpoint=<workdir>/best`` scores it) and ``best/best.json`` records
-  the metric, its best value and step, and how many evaluations since then did not improve
-  it — which is what early stopping counts, and what a resumed run reads back.
+  ``fakedet.evaluate --checkpoint=<workdir>/best`` scores it). The record — the metric, its
+  best value and step, and how many evaluations since then did not improve it, which is what
+  early stopping counts — is saved inside every training checkpoint (``Checkpointer.save``)
+  and restored with it, so a run killed between an evaluation and the next checkpoint does not
+  count that evaluation twice when it resumes; ``best/best.json`` mirrors the newest one.
   """
 
-  def __init__(self, workdir: str, metric: str, mode: str = "max", patience: int = 0):
+  def __init__(self, workdir: str, metric: str, mode: str = "max", patience: int = 0,
+               record: Optional[Mapping[str, Any]] = None):
     if mode not in ("max", "min"):
       raise ValueError(f"selection.mode={mode!r}; allowed: max, min")
     self.metric, self.mode, self.patience = metric, mode, patience
@@ -222,9 +238,8 @@ class BestCheckpoint:
                                              enable_async_checkpointing=False),
         item_names=("state",))
     self.record = {"metric": metric, "mode": mode, "value": None, "step": None, "stale": 0}
-    path = self.dir / "best.json"
-    if path.exists():
-      self.record.update(json.loads(path.read_text()))
+    if record:  # From the checkpoint a run resumes from.
+      self.record.update(record)
 
   def _better(self, value: float) -> bool:
     best = self.record["value"]
@@ -238,15 +253,20 @@ class BestCheckpoint:
     value = float(metrics[self.metric])
     improved = self._better(value)
     if improved:
+      if step in self.manager.all_steps():  # Saved by a run killed before its checkpoint:
+        self.manager.delete(step)  # the resumed run recomputed it (bit-exact); replace it.
       self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
                         force=True)
       self.manager.wait_until_finished()
       self.record.update(value=value, step=step, stale=0)
     else:
       self.record["stale"] += 1
+    return improved
+
+  def write_record(self) -> None:
+    """``best/best.json``: the record as saved with the newest checkpoint (process 0)."""
     if jax.process_index() == 0:
       (self.dir / "best.json").write_text(json.dumps(self.record, indent=1))
-    return improved
 
   @property
   def should_stop(self) -> bool:

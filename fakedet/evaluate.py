@@ -1,6 +1,6 @@
 """Evaluation entry point: score a trained detector's checkpoint on the config's eval split.
 
-  python -m fakedet.evaluate --config=configs/<experiment>.py[:variant] --checkpoint=WORKDIR \
+  python -m fakedet.evaluate [--config=configs/<experiment>.py[:variant]] --checkpoint=WORKDIR \
       [--protocol=standard|robustness] [--step=N] [--output_dir=DIR] [--config.a.b=value ...]
 
 ``--checkpoint`` is the training workdir (or its ``checkpoints/`` folder, or one step folder);
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fakedet import cli, trainers
+from fakedet import cli, distributed, trainers
 from fakedet.evaluation import detector, protocols
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The experiment config the checkpoint was trained with.", lock_config=True)
+    "config", None, "The experiment config the checkpoint was trained with (default: the "
+    "config.json the trainer saved in the checkpoint's workdir).", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Training workdir, its checkpoints/ folder, or one step folder.")
 _STEP = flags.DEFINE_integer("step", -1, "Checkpoint step; -1 = the latest.")
@@ -32,8 +32,9 @@ _CORRUPTIONS = flags.DEFINE_list("corruptions", [], "Robustness: corruption kind
 _SEVERITIES = flags.DEFINE_list("severities", ["1", "2", "3", "4", "5"],
                                 "Robustness: severities 1-5.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU jobs).")
-flags.mark_flags_as_required(["config", "checkpoint"])
+    "distributed", False, "Join a multi-host job (jax.distributed.initialize from the "
+    "environment, plus fakedet.distributed's watchdog).")
+flags.mark_flags_as_required(["checkpoint"])
 
 
 def default_output_dir(manager_dir: str, protocol: str, step: int) -> str:
@@ -56,14 +57,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.setup()
-  config = _CONFIG.value
   try:
+    config = cli.config_for(_CONFIG.value, _CHECKPOINT.value)
     directory, step = prepare(config, _CHECKPOINT.value, _STEP.value)
     severities = [int(s) for s in _SEVERITIES.value]
   except (FileNotFoundError, ValueError, KeyError) as e:
-    raise app.UsageError(str(e).strip('"')) from None
+    cli.fail(e)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    distributed.initialize()
   output_dir = _OUTPUT_DIR.value or default_output_dir(directory, _PROTOCOL.value, step)
   result = protocols.evaluate_checkpoint(
       config, directory, output_dir, _PROTOCOL.value, step=step,
@@ -73,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

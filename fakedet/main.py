@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import logging
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fakedet import cli, trainers
+from fakedet import cli, distributed, trainers
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/data_preview.py:demo.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and summaries.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU jobs).")
+    "distributed", False, "Join a multi-host job (jax.distributed.initialize from the "
+    "environment, plus fakedet.distributed's watchdog).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -28,13 +28,20 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.setup()
   config = _CONFIG.value
-  trainer = trainers.get(config.trainer)  # Unknown name → error listing the registered ones.
-  trainer.check(config)  # Unknown keys, wrong types, bad op specs: before anything is built.
+  try:
+    trainer = trainers.get(config.trainer)  # Unknown name → error listing the registered ones.
+    trainer.check(config)  # Unknown keys, wrong types, bad values: before anything is built.
+  except (KeyError, TypeError, ValueError) as e:
+    cli.fail(e)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    distributed.initialize()
   logging.info("config:\n%s", config)
-  trainer.run(config, _WORKDIR.value)
+  try:
+    trainer.run(config, _WORKDIR.value)
+  except Exception:  # pylint: disable=broad-except
+    distributed.wait_for_verdict()  # A peer that went away is named in one line, not this.
+    raise
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,6 +1,6 @@
 """Predict entry point: fake probabilities for raw video files from a trained detector.
 
-  python -m fakedet.predict --config=configs/<experiment>.py[:variant] --checkpoint=WORKDIR \
+  python -m fakedet.predict [--config=configs/<experiment>.py[:variant]] --checkpoint=WORKDIR \
       video.mp4 [more.mp4 ...] [--output=preds.json] [--clips_per_track=N] [--aligned] \
       [--landmarks_dir=DIR] [--heatmap_dir=DIR] [--config.a.b=value ...]
 
@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
 from fakedet import cli, trainers
 from fakedet.prediction import predictor as predictor_lib
+from input_pipeline import records
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The experiment config the checkpoint was trained with.", lock_config=True)
+    "config", None, "The experiment config the checkpoint was trained with (default: the "
+    "config.json the trainer saved in the checkpoint's workdir).", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Training workdir (or <workdir>/best), its checkpoints/ folder, or one "
     "step folder.")
@@ -55,7 +57,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 0, "Clips per forward pass; 0 = "
                               "config.input.eval.batch_size.")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", None, "Score only the first seconds of a file.")
 _DETECT_EVERY = flags.DEFINE_integer("detect_every", 1, "MTCNN on every n-th frame (faster).")
-flags.mark_flags_as_required(["config", "checkpoint"])
+flags.mark_flags_as_required(["checkpoint"])
 
 
 
@@ -72,32 +74,30 @@ def main(argv):
     raise app.UsageError("no video files given: python -m fakedet.predict --config=... "
                          "--checkpoint=... video.mp4 [more.mp4 ...]")
   cli.setup()
-  config = _CONFIG.value
-  clips = config.input.eval.clips_per_video if _CLIPS.value < 0 else _CLIPS.value
-  options = predictor_lib.Options(
-      clips_per_track=int(clips), aligned=_ALIGNED.value, landmarks_dir=_LANDMARKS.value,
-      heatmap_dir=_HEATMAP_DIR.value, heatmap_patch=_HEATMAP_PATCH.value,
-      heatmap_stride=_HEATMAP_STRIDE.value, max_seconds=_MAX_SECONDS.value,
-      detect_every=_DETECT_EVERY.value)
   try:
+    config = cli.config_for(_CONFIG.value, _CHECKPOINT.value)
+    clips = config.input.eval.clips_per_video if _CLIPS.value < 0 else _CLIPS.value
+    options = predictor_lib.Options(
+        clips_per_track=int(clips), aligned=_ALIGNED.value, landmarks_dir=_LANDMARKS.value,
+        heatmap_dir=_HEATMAP_DIR.value, heatmap_patch=_HEATMAP_PATCH.value,
+        heatmap_stride=_HEATMAP_STRIDE.value, max_seconds=_MAX_SECONDS.value,
+        detect_every=_DETECT_EVERY.value)
     trainers.get(config.trainer).check(config)  # Same fail-fast validation as training.
-    if _LANDMARKS.value and not os.path.isdir(_LANDMARKS.value):
+    if _LANDMARKS.value and not epath.Path(_LANDMARKS.value).is_dir():
       raise FileNotFoundError(f"--landmarks_dir {_LANDMARKS.value} is not a directory")
     if not 0 < options.heatmap_patch <= 1 or options.heatmap_stride <= 0:
       raise ValueError("--heatmap_patch must be in (0, 1] and --heatmap_stride > 0")
     predictor = predictor_lib.Predictor.from_checkpoint(
         config, _CHECKPOINT.value, _STEP.value, _CROP.value, _BATCH.value)
   except (FileNotFoundError, ValueError, KeyError) as e:
-    raise app.UsageError(str(e).strip('"')) from None
+    cli.fail(e)
   table_out = sys.stdout if _OUTPUT.value else sys.stderr
   result = predictor_lib.predict_files(
       predictor, paths, options,
       progress=lambda v: logging.info("%s: %s", v["path"], v["status"]))
   text = json.dumps(result, indent=1)
   if _OUTPUT.value:
-    with open(_OUTPUT.value + ".tmp", "w") as f:
-      f.write(text + "\n")
-    os.replace(_OUTPUT.value + ".tmp", _OUTPUT.value)
+    records.write_json(_OUTPUT.value, result)
   else:
     print(text)
   print(predictor_lib.summary(result), file=table_out)
@@ -107,4 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

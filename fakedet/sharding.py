@@ -62,6 +62,16 @@ def batch_devices(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
+def check_divisible(batch_size: int, mesh: Mesh, what: str) -> None:
+  """A global batch must split evenly over the batch axes; fail naming the config key and the
+  device count (JAX's own error names a tensor dimension, not a key)."""
+  devices = batch_devices(mesh)
+  if batch_size % devices:
+    raise ValueError(f"{what} = {batch_size} does not split over the {devices} devices of the "
+                     f"batch mesh axes {BATCH_AXES} ({jax.process_count()} process(es)); use a "
+                     f"multiple of {devices}")
+
+
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> Dict[str, Any]:
   """Host batch → global arrays sharded over the batch axes (leading dim = global batch).
 

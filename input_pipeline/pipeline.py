@@ -22,6 +22,9 @@ import numpy as np
 from input_pipeline import ops, records, sampling, sources
 
 _skipped = set()  # Distinct records this process skipped in skip_bad_records mode.
+# Distinct skipped records per training group (source, and class when class-balanced): a group
+# whose every record is bad would otherwise be skipped forever (grain drops the Nones).
+_skipped_by_group: Dict[Any, set] = {}
 
 
 def _process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
@@ -33,6 +36,19 @@ def _process(process_index: Optional[int], process_count: Optional[int]) -> Tupl
 
 def _derive_seed(seed: int, *keys: int) -> int:
   return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def open_source(cfg: Mapping[str, Any], what: str) -> sources.ClipSource:
+  """The split ``cfg`` (a source or eval section) names; an error says which section: a run
+  with several sources should not leave the user guessing which data_dir is wrong."""
+  try:
+    return sources.ClipSource(sources.resolve_data_dir(cfg["data_dir"], f"{what}.data_dir"),
+                              cfg["split"])
+  except (FileNotFoundError, KeyError, ValueError, records.RecordError) as e:
+    message = str(e).strip('"')
+    if message.startswith(what):
+      raise
+    raise type(e)(f"{what}: {message}") from None
 
 
 def per_host(global_batch: int, process_count: int, what: str) -> int:
@@ -65,14 +81,34 @@ def skipped_records() -> int:
 # ----------------------------------------------------------------------------- training
 def _train_example(index: int, rng: np.random.Generator, *, source: sources.ClipSource,
                    clip_frames: int, sample_rate: int, with_mask: bool, chain: ops.Chain,
-                   skip_bad_records: bool, name: str, with_words: bool = False):
+                   skip_bad_records: bool, name: str, with_words: bool = False,
+                   group_sizes: Optional[Mapping[Any, int]] = None):
   def run():
     raw = source[index]
     example = sampling.random_clip(raw, clip_frames, rng, sample_rate=sample_rate,
                                    with_mask=with_mask, with_words=with_words)
     example["source"] = name
     return chain(example, rng)
-  return _guard(run, skip_bad_records, lambda: source.where(index))
+  example = _guard(run, skip_bad_records, lambda: source.where(index))
+  if example is None and group_sizes:
+    _check_group(name, source, index, group_sizes)
+  return example
+
+
+def _check_group(name: str, source: sources.ClipSource, index: int,
+                 group_sizes: Mapping[Any, int]) -> None:
+  """Fails once every record of a training group (a source, or one class of a class-balanced
+  source) on this host has been skipped: the stream could never yield an example again."""
+  label = int(source.index["label"][index])
+  group = label if label in group_sizes else None
+  bad = _skipped_by_group.setdefault((name, group), set())
+  bad.add(int(index))
+  if len(bad) >= group_sizes[group]:
+    which = f"input.sources.{name}" + (f" (label {label})" if group is not None else "")
+    raise records.RecordError(
+        f"{which}: all {group_sizes[group]} selected records on this process are bad and were "
+        f"skipped (input.skip_bad_records=True); nothing is left to train on — check the data "
+        f"with python -m input_pipeline.validate {source.data_dir}")
 
 
 def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: int):
@@ -92,18 +128,24 @@ def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: 
 
 def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any], seed: int,
                     process_index: int, process_count: int):
-  source = sources.ClipSource(sources.resolve_data_dir(scfg["data_dir"]), scfg["split"])
+  source = open_source(scfg, f"input.sources.{name}")
   selection = sources.Selection.from_config(scfg)
   selected = selection.indices(source.index)[process_index::process_count]
   if not len(selected):
     raise ValueError(f"input.sources.{name}: no records of {source} match {selection} on "
                      f"process {process_index}/{process_count}")
-  stream = _index_stream(selected, np.asarray(source.index["label"]), scfg["balance"], seed)
+  labels = np.asarray(source.index["label"])
+  stream = _index_stream(selected, labels, scfg["balance"], seed)
+  if scfg["balance"] == "class":
+    group_sizes = {c: int(np.sum(labels[selected] == c)) for c in (0, 1)}
+  else:
+    group_sizes = {None: len(selected)}
   fn = functools.partial(_train_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
                          with_words=icfg["with_words"],
                          chain=ops.build(icfg["train_ops"]),
-                         skip_bad_records=icfg["skip_bad_records"], name=name)
+                         skip_bad_records=icfg["skip_bad_records"], name=name,
+                         group_sizes=group_sizes)
   host_batch = per_host(scfg["batch_size"], process_count, f"input.sources.{name}.batch_size")
   return stream.random_map(fn, seed=_derive_seed(seed, 1)).to_iter_dataset().batch(
       host_batch, drop_remainder=True)
@@ -190,7 +232,7 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
   """grain IterDataset of padded evaluation batches (``valid`` marks real clips)."""
   ecfg = icfg["eval"]
   pi, pc = _process(process_index, process_count)
-  source = sources.ClipSource(sources.resolve_data_dir(ecfg["data_dir"]), ecfg["split"])
+  source = open_source(ecfg, "input.eval")
   selection = sources.Selection.from_config(ecfg)
   items = eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
                      icfg["skip_bad_records"], selection)

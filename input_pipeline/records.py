@@ -2,11 +2,18 @@
 
 One record = one face track of one video, serialised as a ``tf.train.Example`` (so any tf.data
 reader can parse it with the feature spec in ``FEATURES``). Frames are JPEG-encoded aligned face
-crops; audio is the int16 mono waveform. The same serialised bytes are written twice per shard:
+crops; audio is the int16 mono waveform. Shards are written in one or both formats, the same
+serialised bytes in each:
 
-* ``<name>-<split>.tfrecord-00003-of-00016`` — sequential, CRC-checked, streams from ``gs://``;
-* ``<name>-<split>.array_record-00003-of-00016`` — random access for grain (deterministic global
-  shuffles, checkpointable iterators).
+* ``<name>-<split>.array_record-00003-of-00016`` — the default and what training reads: random
+  access for grain (deterministic global shuffles, checkpointable iterators), read directly from
+  local disk or ``gs://``;
+* ``<name>-<split>.tfrecord-00003-of-00016`` — opt-in (``formats=("array_record", "tfrecord")``)
+  for users who stream with tf.data: sequential, CRC-checked.
+
+Every writer here takes local or ``gs://`` directories (``etils.epath``): a shard is written to
+a local temporary file (neither format can append to an object store) and copied into place when
+it is complete.
 
 ``manifest.json`` is written last (its presence means the dataset is complete) and holds the
 counts per split/label/manipulation, the shard list with record counts and SHA-256 checksums.
@@ -23,6 +30,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
@@ -33,6 +43,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+FORMATS = ("array_record", "tfrecord")  # Every format a dataset may hold.
+DEFAULT_FORMATS = ("array_record",)  # What writers produce unless asked for TFRecord too.
 REAL = "real"  # The `manipulation` value of real videos.
 
 
@@ -185,25 +197,33 @@ def _imencode(ext, image, params, where):
 
 
 # ----------------------------------------------------------------------------- decode
+_PARSE_LOCK = threading.Lock()
+
+
 def parse(serialized: bytes, where: str = "record") -> Dict[str, Any]:
   """Parses serialised bytes into a *raw* record: frames and masks stay encoded.
 
   Frames are decoded lazily (``decode_frames``) because training samples a short window from a
   long video; decoding every frame would waste most of the pipeline's time.
   """
-  ex = Example()
-  try:
-    ex.ParseFromString(serialized)
-  except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass.
-    raise RecordError(f"{where}: not a serialised tf.train.Example ({e})") from None
-  feats = ex.features.feature
-  out: Dict[str, Any] = {"where": where}
-  for name, field in FEATURES.items():
-    if name not in feats:
-      _check(not field.required, where, f"missing required field {name!r}")
-      continue
-    values = getattr(feats[name], _LIST_FIELD[field.kind]).value
-    out[name] = values
+  # One protobuf parse at a time per process: grain's read-ahead threads parse concurrently,
+  # and the demo run once died in a segfault inside upb's map access here (protobuf 6.33).
+  # Parsing is ~1 % of a record's cost (the JPEGs decode later), so the lock costs nothing
+  # measurable; every value is copied out of the message before the lock is released.
+  with _PARSE_LOCK:
+    ex = Example()
+    try:
+      ex.ParseFromString(serialized)
+    except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass.
+      raise RecordError(f"{where}: not a serialised tf.train.Example ({e})") from None
+    feats = ex.features.feature
+    out: Dict[str, Any] = {"where": where}
+    for name, field in FEATURES.items():
+      if name not in feats:
+        _check(not field.required, where, f"missing required field {name!r}")
+        continue
+      out[name] = list(getattr(feats[name], _LIST_FIELD[field.kind]).value)
+    del ex, feats
   _check(len(out["audio"]) == 1, where, "audio must be a single bytes value")
   out["audio"] = np.frombuffer(out["audio"][0], dtype="<i2")
   out["frames"] = list(out["frames"])
@@ -278,24 +298,27 @@ def index_name(name: str, split: str) -> str:
   return f"{name}-{split}.index.json"
 
 
-FORMATS = ("tfrecord", "array_record")
 INDEX_COLUMNS = ("video_id", "track_id", "label", "manipulation", "source", "identity",
                  "num_frames", "fps")
 
 
 class ShardWriter:
-  """Writes one shard in every format to temporary paths; ``commit`` renames them into place.
+  """Writes one shard in every format to local temporary files; ``commit`` moves them into place.
 
   Public so that writers which produce records incrementally (``input_pipeline.preprocess``,
-  resumable shard by shard) share the exact file layout of ``write_dataset``.
+  resumable shard by shard) share the exact file layout of ``write_dataset``. The final
+  directory may be local or ``gs://``: the temporary files are local either way.
   """
 
   def __init__(self, out_dir: str, names: Dict[str, str]):
-    import tensorflow as tf  # Heavy and only for the TFRecord writer; readers never import it.
-    self.final = {fmt: os.path.join(out_dir, n) for fmt, n in names.items()}
-    self.tmp = {fmt: p + ".tmp" for fmt, p in self.final.items()}
+    self.final = {fmt: join(out_dir, n) for fmt, n in names.items()}
+    # Local: beside the final file (renamed into place); gs://: in a local temporary folder.
+    self._staging = tempfile.mkdtemp(prefix="fakedet-shard-") if "://" in out_dir else None
+    self.tmp = {fmt: (os.path.join(self._staging, n) if self._staging else self.final[fmt] + ".tmp")
+                for fmt, n in names.items()}
     self.writers = {}
     if "tfrecord" in names:
+      import tensorflow as tf  # Heavy and only for the opt-in TFRecord copy; readers never need it.
       self.writers["tfrecord"] = tf.io.TFRecordWriter(self.tmp["tfrecord"])
     if "array_record" in names:
       self.writers["array_record"] = array_record_module.ArrayRecordWriter(
@@ -313,36 +336,62 @@ class ShardWriter:
       w.close()
 
   def commit(self) -> List[Dict[str, Any]]:
+    """Moves the closed shard files into place; returns their manifest entries."""
     files = []
     for fmt, final in self.final.items():
-      os.replace(self.tmp[fmt], final)
+      digest = sha256(self.tmp[fmt])
+      put_file(self.tmp[fmt], final)
       files.append({"file": os.path.basename(final), "format": fmt, "records": self.count,
-                    "sha256": sha256(final)})
+                    "sha256": digest})
+    if self._staging:
+      shutil.rmtree(self._staging, ignore_errors=True)
     return files
+
+
+def join(directory: str, name: str) -> str:
+  """``directory/name`` for local paths and URLs alike (``os.path.join`` would mangle none, but
+  says nothing of ``gs://``)."""
+  return f"{directory.rstrip('/')}/{name}" if "://" in directory else os.path.join(directory, name)
+
+
+def put_file(local: str, final: str) -> None:
+  """Moves a finished local file to ``final`` (a rename in the same folder, or a copy to
+  ``gs://``, where one upload is all-or-nothing): readers never see a partial shard under its
+  final name."""
+  if "://" not in final:
+    os.replace(local, final)
+    return
+  epath.Path(local).copy(epath.Path(final), overwrite=True)
+  os.remove(local)
 
 
 def sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
 
 
+def check_formats(formats: Sequence[str]) -> None:
+  bad = sorted(set(formats) - set(FORMATS))
+  if bad or not formats or "array_record" not in formats:
+    raise ValueError(f"formats {list(formats)}: expected 'array_record' (what training reads), "
+                     f"optionally with 'tfrecord'")
+
+
 def write_dataset(out_dir: str, name: str, splits: Mapping[str, Iterable[Mapping[str, Any]]],
                   num_shards: Mapping[str, int] | int = 1, jpeg_quality: int = 95,
-                  formats: Sequence[str] = FORMATS) -> Dict[str, Any]:
-  """Writes decoded records as sharded TFRecord + ArrayRecord files, then the manifest.
+                  formats: Sequence[str] = DEFAULT_FORMATS) -> Dict[str, Any]:
+  """Writes decoded records as sharded ArrayRecord (+ optional TFRecord) files, then the
+  manifest, to a local or ``gs://`` directory.
 
-  Records go round-robin over the shards. Every file is written under a ``.tmp`` name and renamed
-  only after all splits are complete; ``manifest.json`` is written (atomically) last, so a
-  crashed or killed writer never leaves something that looks like a finished dataset.
-  Local directories only (write locally, then copy to ``gs://``).
+  Records go round-robin over the shards. Shards are written locally and moved into place only
+  after all splits are complete; ``manifest.json`` is written last, so a crashed or killed
+  writer never leaves something that looks like a finished dataset.
   """
-  bad = sorted(set(formats) - set(FORMATS))
-  if bad or not formats:
-    raise ValueError(f"formats {list(formats)}: expected a non-empty subset of {FORMATS}")
-  os.makedirs(out_dir, exist_ok=True)
+  check_formats(formats)
+  epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
   pending = []
   for split, records in splits.items():
     n = num_shards if isinstance(num_shards, int) else num_shards[split]
@@ -372,7 +421,7 @@ def index_row(record: Mapping[str, Any]) -> Dict[str, Any]:
 
 def write_manifest(out_dir: str, name: str,
                    splits: Mapping[str, Tuple[List[Dict[str, Any]], List[Dict[str, Any]], int]],
-                   formats: Sequence[str] = FORMATS) -> Dict[str, Any]:
+                   formats: Sequence[str] = DEFAULT_FORMATS) -> Dict[str, Any]:
   """Writes each split's index and then ``manifest.json`` for shards already committed.
 
   Args:
@@ -384,11 +433,11 @@ def write_manifest(out_dir: str, name: str,
                               "formats": list(formats), "splits": {}}
   for split, (files, rows, num_shards) in splits.items():
     index = {c: [r[c] for r in rows] for c in INDEX_COLUMNS}
-    _write_json_atomic(os.path.join(out_dir, index_name(name, split)), index)
+    write_json(join(out_dir, index_name(name, split)), index)
     manifest["splits"][split] = {"num_records": len(rows), "counts": _counts(rows),
                                  "num_shards": num_shards, "files": files,
                                  "index": index_name(name, split)}
-  _write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
+  write_json(join(out_dir, MANIFEST), manifest)
   return manifest
 
 
@@ -400,9 +449,15 @@ def _counts(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
   return counts
 
 
-def _write_json_atomic(path: str, obj: Any):
+def write_json(path: str, obj: Any) -> None:
+  """Writes JSON so that a reader never sees half a file: rename into place locally; on an
+  object store a single upload is already all-or-nothing."""
+  text = json.dumps(obj, indent=1)
+  if "://" in path:
+    epath.Path(path).write_text(text)
+    return
   with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
+    f.write(text)
   os.replace(path + ".tmp", path)
 
 
@@ -426,9 +481,9 @@ def split_files(data_dir: str, manifest: Mapping[str, Any], split: str, fmt: str
   info = manifest["splits"][split]
   if info["num_records"] == 0:
     raise ValueError(f"split {split!r} of {data_dir} is empty")
-  return [os.path.join(data_dir, f["file"]) for f in info["files"] if f["format"] == fmt]
+  return [join(data_dir, f["file"]) for f in info["files"] if f["format"] == fmt]
 
 
 def read_index(data_dir: str, manifest: Mapping[str, Any], split: str) -> Dict[str, list]:
-  split_files(data_dir, manifest, split, FORMATS[0])  # Validates the split name.
+  split_files(data_dir, manifest, split, "array_record")  # Validates the split name.
   return json.loads((epath.Path(data_dir) / manifest["splits"][split]["index"]).read_text())

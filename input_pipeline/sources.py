@@ -37,6 +37,31 @@ def resolve_path(path: str) -> str:
   return f"{resolve_data_dir(name)}/{rest}"
 
 
+def open_shards(files: Sequence[str], counts: Sequence[int]):
+  """grain's ArrayRecord source over ``files``; a shard that cannot be opened (truncated,
+  corrupt, missing) or holds another record count than the manifest says fails naming it —
+  array_record's own errors name no file."""
+  try:
+    source = grain.sources.ArrayRecordDataSource(list(files))
+  except Exception:  # pylint: disable=broad-except
+    source = None
+  if source is None or len(source) != sum(counts):
+    for path, count in zip(files, counts):
+      try:
+        found = grain.sources.ArrayRecordDataSource([path])
+      except Exception as e:  # pylint: disable=broad-except
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise records.RecordError(f"{path}: cannot be opened as an ArrayRecord shard ({first}); "
+                                  "rewrite the dataset, or run python -m "
+                                  "input_pipeline.validate on it") from None
+      if len(found) != count:
+        raise records.RecordError(f"{path}: holds {len(found)} records, the manifest says "
+                                  f"{count}")
+    if source is None:  # Every shard opens alone: retry together, letting the error show.
+      source = grain.sources.ArrayRecordDataSource(list(files))
+  return source
+
+
 class ClipSource:
   """grain ``RandomAccessDataSource`` of parsed raw records of one split.
 
@@ -51,7 +76,7 @@ class ClipSource:
     counts = [f["records"] for f in manifest["splits"][split]["files"]
               if f["format"] == "array_record"]
     self._starts = np.cumsum([0] + counts[:-1]).tolist()
-    self._source = grain.sources.ArrayRecordDataSource(self.files)
+    self._source = open_shards(self.files, counts)
     self.index = records.read_index(data_dir, manifest, split)
     if len(self._source) != len(self.index["video_id"]):
       raise ValueError(f"{data_dir}: split {split!r} has {len(self._source)} records but its "

@@ -9,12 +9,12 @@ as the ArrayRecord copy. Exit status 1 if anything is wrong.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Iterator, List, Optional, Tuple
 
 from absl import app, flags
 from array_record.python import array_record_module
+from etils import epath
 from tqdm import tqdm
 
 from input_pipeline import records
@@ -25,15 +25,29 @@ _CHECKSUMS = flags.DEFINE_bool("checksums", True, "Verify the SHA-256 of every s
 
 
 def _array_records(path: str) -> Iterator[Tuple[int, Optional[bytes], Optional[str]]]:
-  reader = array_record_module.ArrayRecordReader(path)
+  def unopenable(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{path}: cannot be opened as an ArrayRecord shard ({first})"
+  try:  # Truncated or corrupt files fail here, or in num_records / close.
+    reader = array_record_module.ArrayRecordReader(path)
+    count = reader.num_records()
+  except Exception as e:  # pylint: disable=broad-except
+    yield 0, None, unopenable(e)
+    return
+  close_error = None
   try:
-    for i in range(reader.num_records()):
+    for i in range(count):
       try:
         yield i, reader.read([i])[0], None
       except Exception as e:  # pylint: disable=broad-except
         yield i, None, f"unreadable ({e})"
   finally:
-    reader.close()
+    try:
+      reader.close()
+    except Exception as e:  # pylint: disable=broad-except
+      close_error = e  # Reported below (a generator must not yield while being closed).
+  if close_error is not None:
+    yield count, None, unopenable(close_error)
 
 
 def _tfrecords(path: str) -> Iterator[Tuple[int, Optional[bytes], Optional[str]]]:
@@ -87,23 +101,27 @@ def validate(data_dir: str, splits: Optional[List[str]] = None, sample_rate: Opt
     for files in by_shard.values():
       contents = {}
       for f in files:
-        path = os.path.join(data_dir, f["file"])
-        if not os.path.exists(path):
+        path = records.join(data_dir, f["file"])
+        if not epath.Path(path).exists():
           problems.append(f"{path}: missing (listed in the manifest)")
           continue
         if checksums and records.sha256(path) != f["sha256"]:
           problems.append(f"{path}: SHA-256 differs from the manifest (file changed or corrupt)")
         reader = _array_records if f["format"] == "array_record" else _tfrecords
-        n = 0
+        n, unopened = 0, False
         for i, data, error in reader(path):
           bar.update()
-          n += 1
           where = f"{path} record {i}"
+          if error and error.startswith(f"{path}: cannot be opened"):
+            problems.append(error)
+            unopened = True
+            break
+          n += 1
           error = error or check_record(data, where, sample_rate)
           if error:
             problems.append(error if error.startswith(path) else f"{where}: {error}")
           contents.setdefault(i, set()).add(data)
-        if n != f["records"]:
+        if not unopened and n != f["records"]:
           problems.append(f"{path}: {n} records, manifest says {f['records']}")
       differing = sorted(i for i, v in contents.items() if len(v) > 1)
       if len(files) > 1 and differing:

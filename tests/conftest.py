@@ -7,6 +7,10 @@ from tests.tiny_configs import FAST_COMPILE  # pylint: disable=wrong-import-posi
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:  # torchvision (the parity tests' reference, via timm too) crashes when it is imported
+  import torchvision  # noqa: F401  after TensorFlow (which clu's writers import); before is fine.
+except ImportError:
+  pass
 import numpy as np  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
@@ -44,12 +48,14 @@ def make_record(i: int, num_frames: int = 30, size: int = 48, label: int = 0,
 
 
 def write_tiny(out_dir, num_real=12, num_fake=4, num_frames=30, num_shards=3, with_mask=False):
+  """Both formats (TFRecord is opt-in for users; tests cover it and the cross-format checks)."""
   from input_pipeline import records
   recs = [make_record(i, num_frames, with_mask=with_mask) for i in range(num_real)]
   recs += [make_record(num_real + j, num_frames, label=1, with_mask=with_mask,
                        manipulation=("swap" if j % 2 else "reenact")) for j in range(num_fake)]
   return records.write_dataset(str(out_dir), "unit", {"train": recs, "val": recs[:4] + recs[-2:]},
-                               num_shards={"train": num_shards, "val": 1})
+                               num_shards={"train": num_shards, "val": 1},
+                               formats=records.FORMATS)
 
 
 @pytest.fixture(scope="session")

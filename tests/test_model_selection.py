@@ -23,8 +23,11 @@ def test_best_checkpoint_keeps_the_best_state_and_counts_stale_evaluations(tmp_p
   improved = [best.update(step, _tree(v), {METRIC: v})
               for step, v in ((1, 0.5), (2, 0.7), (3, 0.6))]
   assert improved == [True, True, False] and not best.should_stop
+  best.write_record()
   best.close()
-  again = BestCheckpoint(str(tmp_path), METRIC, "max", patience=2)  # A resumed run reads it back.
+  assert json.load(open(tmp_path / "best" / "best.json")) == best.record
+  # A resumed run gets the record its checkpoint was saved with (Checkpointer.save/restore).
+  again = BestCheckpoint(str(tmp_path), METRIC, "max", patience=2, record=best.record)
   assert again.record["step"] == 2 and again.record["stale"] == 1
   assert not again.update(4, _tree(0.65), {METRIC: 0.65}) and again.should_stop
   import orbax.checkpoint as ocp
@@ -57,6 +60,38 @@ def test_detector_runs_evaluate_clips_and_the_best_checkpoint_scores_as_logged(t
   report = protocols.evaluate_checkpoint(_config(), str(tmp_path / "best"), tensorboard=False)
   assert report["step"] == record["step"]
   assert report["video"]["overall"]["auc"] == pytest.approx(record["value"], abs=1e-6)
+
+
+class _Killed(Exception):
+  pass
+
+
+@pytest.mark.integration
+def test_a_run_killed_between_an_evaluation_and_its_checkpoint_counts_it_once(tmp_path,
+                                                                           monkeypatch):
+  """Evaluations every step, checkpoints every 2: a kill right after the step-3 evaluation
+  (before checkpoint 4) resumes from checkpoint 2 and evaluates step 3 again; the record must
+  come out as in a run that was never killed (it once counted step 3 twice: stale 4, not 3)."""
+  values = {1: 0.9, 2: 0.5, 3: 0.4, 4: 0.3, 5: 0.2, 6: 0.1}
+  monkeypatch.setattr(periodic.PeriodicEval, "__call__",
+                      lambda self, state: {METRIC: values[int(state.step)]})
+  config = _config(steps=6, eval_every=1, patience=0)
+  config.checkpoint.every_steps = 2
+  straight = train.run(config, str(tmp_path / "straight"))
+  update = BestCheckpoint.update
+  def kill_after_step_3(self, step, state, metrics):
+    improved = update(self, step, state, metrics)
+    if step == 3 and not getattr(kill_after_step_3, "done", False):
+      kill_after_step_3.done = True
+      raise _Killed()
+    return improved
+  monkeypatch.setattr(BestCheckpoint, "update", kill_after_step_3)
+  with pytest.raises(_Killed):
+    train.run(config, str(tmp_path / "killed"))
+  resumed = train.run(config, str(tmp_path / "killed"))
+  assert straight["best"] == resumed["best"]
+  assert resumed["best"]["step"] == 1 and resumed["best"]["stale"] == 5
+  assert json.load(open(tmp_path / "killed" / "best" / "best.json")) == straight["best"]
 
 
 @pytest.mark.integration

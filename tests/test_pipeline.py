@@ -181,7 +181,7 @@ def test_eval_dataset_selects_labels_and_clips_per_video(tiny_dir):
 def _corrupt_dataset(tmp_path, bad):
   """A one-shard dataset whose record 2 is replaced by ``bad`` (dict overrides or raw bytes)."""
   recs = [make_record(i, 30) for i in range(4)]
-  manifest = records.write_dataset(str(tmp_path), "bad", {"train": recs})
+  manifest = records.write_dataset(str(tmp_path), "bad", {"train": recs}, formats=records.FORMATS)
   path = records.split_files(str(tmp_path), manifest, "train", "array_record")[0]
   from array_record.python import array_record_module
   w = array_record_module.ArrayRecordWriter(path, "group_size:1")

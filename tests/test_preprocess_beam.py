@@ -85,7 +85,8 @@ def test_beam_writes_the_local_runners_dataset_byte_for_byte(tmp_path, reals):
   want, got = _files(os.path.join(tmp, "local")), _files(os.path.join(tmp, "beam"))
   assert sorted(got) == sorted(want)
   # train: [v0, silent] and [v1, garbage] → 2 shards, val: [v2] → 1; faces and mouths.
-  assert len([f for f in got if ".tfrecord-" in f]) == 6
+  assert len([f for f in got if ".array_record-" in f]) == 6
+  assert not [f for f in got if ".tfrecord-" in f]  # TFRecord is opt-in.
   for name, data in want.items():
     assert got[name] == data, name
   # And it reads like any dataset: train holds v0 then v1 (input order), val holds v2.
@@ -182,11 +183,11 @@ def test_reruns_resume_from_either_runners_committed_shards(tmp_path, reals):
   for f in os.listdir(part):
     if "-00001-of-00002" in f:
       os.remove(os.path.join(part, f))
-  kept = os.stat(os.path.join(part, records.shard_name("synth", "train", "tfrecord", 0, 2)))
+  kept = os.stat(os.path.join(part, records.shard_name("synth", "train", "array_record", 0, 2)))
   report = beam_pipeline.run(items, part, "synth", config, shards, detector="none")
   assert report["last_run"]["videos_processed"] == 2
   assert report["num_written"] == 3 and report["num_videos"] == 5
-  assert os.stat(os.path.join(part, records.shard_name("synth", "train", "tfrecord", 0, 2))
+  assert os.stat(os.path.join(part, records.shard_name("synth", "train", "array_record", 0, 2))
                  ).st_mtime_ns == kept.st_mtime_ns
   assert _files(part) == _files(full)
   # Nothing left to do: a rerun processes no video and rewrites the same dataset.

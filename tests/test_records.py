@@ -82,6 +82,15 @@ def test_encode_requires_fields():
     records.encode(rec)
 
 
+def test_array_record_is_the_default_and_tfrecord_opt_in(tmp_path):
+  recs = [make_record(i) for i in range(3)]
+  manifest = records.write_dataset(str(tmp_path / "a"), "d", {"train": recs})
+  assert {f["format"] for f in manifest["splits"]["train"]["files"]} == {"array_record"}
+  assert manifest["formats"] == ["array_record"]
+  with pytest.raises(ValueError, match="expected 'array_record'"):
+    records.write_dataset(str(tmp_path / "b"), "d", {"train": recs}, formats=("tfrecord",))
+
+
 def test_sharded_writer_layout_manifest_and_index(tmp_path):
   manifest = write_tiny(tmp_path, num_real=5, num_fake=2, num_shards=3)
   names = sorted(os.listdir(tmp_path))

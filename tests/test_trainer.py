@@ -240,8 +240,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_configs.get_config("stage1")
   config.objective.name = "byol_av_nan_after_5"
   config.checkpoint.every_steps = 2
-  with pytest.raises(train.NonFiniteLossError, match="loss is nan at step 6.*last good "
-                     r"checkpoint \(step 4\) is intact"):
+  with pytest.raises(train.NonFiniteLossError, match="loss became non-finite at step 6.*last "
+                     r"good checkpoint \(step 4\) is intact"):
     train.run(config, str(tmp_path))
   step, params = _final_params(str(tmp_path))
   assert step == 4

@@ -14,14 +14,14 @@ the same directory at the checkpoint's step.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import jax
 import ml_collections
-from clu import metric_writers
+from etils import epath
 
+from fakedet import writers
 from fakedet.evaluation import report as report_lib
 from fakedet.evaluation.scoring import Scorer
 from input_pipeline import corruptions
@@ -63,12 +63,12 @@ class Outputs:
     self.active = bool(output_dir) and jax.process_index() == 0
     self.writer = None
     if self.active:
-      os.makedirs(output_dir, exist_ok=True)
+      epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
       if tensorboard:
-        self.writer = metric_writers.create_default_writer(output_dir, asynchronous=False)
+        self.writer = writers.create(output_dir, jsonl=False, asynchronous=False)
 
   def path(self, name: str) -> str:
-    return os.path.join(self.dir, name)
+    return str(epath.Path(self.dir) / name)
 
   def json(self, name: str, obj: Any) -> None:
     if self.active:

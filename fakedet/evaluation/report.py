@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -179,8 +180,8 @@ def robustness_lines(table: Mapping[str, Any], level: str = "video") -> List[str
 
 # ----------------------------------------------------------------------------- files
 def write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
+  epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  with epath.Path(path).open("w") as f:
     json.dump(obj, f, indent=2, sort_keys=False)
     f.write("\n")
 
@@ -189,7 +190,7 @@ def write_clip_csv(path: str, scores: ClipScores) -> None:
   """The per-clip table the report is computed from (recompute or re-aggregate without a
   model)."""
   probs = scores.probs
-  with open(path, "w", newline="") as f:
+  with epath.Path(path).open("w") as f:
     w = csv.writer(f)
     w.writerow(CSV_COLUMNS)
     for i in range(len(scores)):
@@ -199,7 +200,7 @@ def write_clip_csv(path: str, scores: ClipScores) -> None:
 
 
 def read_clip_csv(path: str) -> ClipScores:
-  with open(path, newline="") as f:
+  with epath.Path(path).open("r") as f:
     rows = list(csv.DictReader(f))
   col = lambda k, t: np.array([t(r[k]) for r in rows])
   return ClipScores(index=col("index", int), logits=col("logit", float).astype(np.float32),
@@ -263,8 +264,10 @@ def robustness_figure(table: Mapping[str, Any], level: str = "video", title: str
 def save_figure(fig, path: Optional[str] = None) -> np.ndarray:
   """Writes ``fig`` as PNG (when ``path``) and returns it as uint8 [H, W, 3] for TensorBoard."""
   if path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    epath.Path(path).write_bytes(buffer.getvalue())
   fig.canvas.draw()
   return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 

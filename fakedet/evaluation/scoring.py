@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from fakedet import sharding as sharding_lib
 from fakedet.evaluation import detector as detector_lib
 from fakedet.evaluation.detector import INDEX_KEY
 from fakedet.evaluation.report import ClipScores
@@ -33,7 +34,7 @@ ScoreFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 def eval_items(icfg: Mapping[str, Any]):
   """(source, [(record index, clip start)]) in the order ``pipeline.eval_dataset`` reads them."""
   ecfg = icfg["eval"]
-  source = sources.ClipSource(sources.resolve_data_dir(ecfg["data_dir"]), ecfg["split"])
+  source = pipeline.open_source(ecfg, "input.eval")
   selection = sources.Selection.from_config(ecfg)
   items = pipeline.eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
                               icfg["skip_bad_records"], selection)
@@ -162,6 +163,8 @@ class Scorer:
     self.config = config
     example = next(iter(pipeline.eval_dataset(config.input)))
     self.detector = detector_lib.load(config, checkpoint, step, example, mesh)
+    sharding_lib.check_divisible(config.input.eval.batch_size, self.detector.mesh,
+                                 "input.eval.batch_size")
     self.directory, self.step = self.detector.directory, self.detector.step
 
   def __call__(self, icfg: Optional[ml_collections.ConfigDict] = None) -> ClipScores:

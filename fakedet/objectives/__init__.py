@@ -34,6 +34,9 @@ class Objective(abc.ABC):
   input_keys: Tuple[str, ...] = ()
   #: Batch fields ``eval_step`` reads (``valid`` is always added).
   eval_keys: Tuple[str, ...] = ()
+  #: Regexes of the periodic evaluation's metric names (what ``config.selection.metric`` may
+  #: name; checked before anything is built). Detectors get ``DETECTOR_METRICS``.
+  eval_metric_patterns: Tuple[str, ...] = ()
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -68,6 +71,15 @@ def _load_all():
 def get(name: str):
   _load_all()
   return OBJECTIVES.get(name)
+
+
+# The evaluator's report scalars: eval/{overall|<manipulation>}/{clip|video}_{metric}.
+DETECTOR_METRICS = (r"eval/[^/]+/(clip|video)_(auc|accuracy|ap|eer)",)
+
+
+def metric_patterns(objective) -> Tuple[str, ...]:
+  """The periodic evaluation's metric-name regexes of an objective (class or instance)."""
+  return DETECTOR_METRICS if is_detector(objective) else tuple(objective.eval_metric_patterns)
 
 
 def is_detector(objective) -> bool:

@@ -63,6 +63,8 @@ class ByolAV(Objective):
   uses_ema = True
   input_keys = ("video", "video_masked", "audio", "audio_masked")
   eval_keys = ("video", "audio")
+  eval_metric_patterns = (r"eval/(collapse_std|retrieval_(pooled_)?top1|retrieval_chance"
+                          r"|sync_acc|sync_chance)",)
 
   @staticmethod
   def check(config: ml_collections.ConfigDict) -> None:

@@ -93,6 +93,8 @@ def retrieval_stats(query: jax.Array, keys: jax.Array, valid: jax.Array,
 class MMVObjective(Objective):
   input_keys = ("video", "audio", "text", "text_valid")
   eval_keys = ("video", "audio", "text", "text_valid")
+  eval_metric_patterns = (r"eval/(loss|nce_va|mil_nce_vt|collapse_std"
+                          r"|retrieval_(va|vt)_(chance_)?top(1|5))",)
 
   @staticmethod
   def check(config: ml_collections.ConfigDict) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np
+from etils import epath
 
 PATCH_FRACTION = 40 / 112
 
@@ -93,5 +94,8 @@ def overlay(frame: np.ndarray, drop: np.ndarray, min_side: int = 224) -> np.ndar
 
 
 def write_png(path: str, image: np.ndarray) -> None:
-  if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-    raise OSError(f"could not write {path}")
+  """RGB uint8 image → PNG at ``path`` (local or ``gs://``)."""
+  ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+  if not ok:
+    raise OSError(f"could not encode {path}")
+  epath.Path(path).write_bytes(data.tobytes())

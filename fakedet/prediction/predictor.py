@@ -236,7 +236,7 @@ class Predictor:
     example = self.clip_example(tr.raw, start)
     drop, patch, stride = self.occlusion_map(example, prob, options)
     name = f"{video_id.replace('/', '_')}_track{tr.track_id}.png"
-    path = os.path.join(options.heatmap_dir, name)
+    path = records.join(options.heatmap_dir, name)
     occlusion.write_png(path, occlusion.overlay(np.asarray(example["video"])[0], drop))
     return {"png": path, "start_frame": tr.start + start, "patch": patch, "stride": stride,
             "max_drop": float(drop.max()), "min_drop": float(drop.min())}
@@ -270,7 +270,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str], options: Options,
   """The whole JSON document for ``paths``; one file's failure never stops the others."""
   start = time.perf_counter()
   if options.heatmap_dir:
-    os.makedirs(options.heatmap_dir, exist_ok=True)
+    epath.Path(options.heatmap_dir).mkdir(parents=True, exist_ok=True)
   videos = []
   for path, vid in zip(paths, video_ids(paths)):
     videos.append(predictor.predict_file(path, vid, options))

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import cv2
 import numpy as np
+from etils import epath
 
 from input_pipeline import records
 from input_pipeline.preprocess import decode, faces, video
@@ -144,7 +145,7 @@ def landmark_file(landmarks_dir: Optional[str], path: str) -> str:
     return ""
   stem = os.path.splitext(os.path.basename(path))[0]
   for ext in (".npy", ".json"):
-    candidate = os.path.join(landmarks_dir, stem + ext)
-    if os.path.exists(candidate):
+    candidate = records.join(landmarks_dir, stem + ext)
+    if epath.Path(candidate).exists():
       return candidate
   return ""

@@ -18,6 +18,9 @@ from fakedet.registry import Registry
 class Trainer:
   run: Callable[[ml_collections.ConfigDict, str], Any]  # (config, workdir) -> summary
   check: Callable[[ml_collections.ConfigDict], None]  # Raises on a bad config; builds nothing.
+  # Every key the trainer reads, at its default: a config saved by an older fakedet (without
+  # keys added since) is read over it.
+  defaults: Callable[[], ml_collections.ConfigDict]
 
 TRAINERS = Registry("trainer")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import time
 from typing import Any, Dict, Mapping
 
@@ -20,12 +19,14 @@ import cv2
 import jax
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
+from etils import epath
 
 from fakedet import config_check
+from fakedet import writers
 from fakedet.trainers import TRAINERS, Trainer
 from input_pipeline import config as input_config
-from input_pipeline import pipeline
+from input_pipeline import pipeline, records
 
 STATE_FILE = "data_state.json"
 SUMMARY_FILE = "data_summary.json"
@@ -43,8 +44,8 @@ def check(config: ml_collections.ConfigDict) -> None:
   config_check.check_against(config, reference_config(), "config",
                              open_keys=("config.input.sources",))
   config_check.check_input(config.input)
-  if config.num_steps <= 0:
-    raise ValueError(f"config.num_steps must be positive, got {config.num_steps}")
+  config_check.check_ranges(config, config_check.TRAINER_RANGES + (
+      ("num_steps", lambda v: v > 0, "> 0 (batches to pull)"),))
 
 
 def batch_stats(batch: Mapping[str, np.ndarray]) -> Dict[str, float]:
@@ -85,30 +86,27 @@ def contact_sheet(batch: Mapping[str, np.ndarray], rows: int = 4) -> np.ndarray:
 
 
 def _load_state(workdir: str):
-  path = os.path.join(workdir, STATE_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / STATE_FILE
+  if not path.exists():
     return 0, None
-  with open(path) as f:
-    saved = json.load(f)
+  saved = json.loads(path.read_text())
   return saved["step"], saved["iterator"]
 
 
 def _save_state(workdir: str, step: int, iterator_state: Any):
-  path = os.path.join(workdir, STATE_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump({"step": step, "iterator": iterator_state}, f)
-  os.replace(path + ".tmp", path)
+  records.write_json(str(epath.Path(workdir) / STATE_FILE),
+                     {"step": step, "iterator": iterator_state})
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   ds = pipeline.train_dataset(config.input, config.seed)
   iterator = iter(ds)
   step, saved = _load_state(workdir)
   if saved is not None:
     iterator.set_state(saved)
     logging.info("resumed the data iterator at step %d", step)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = writers.create(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions.ReportProgress(num_train_steps=config.num_steps, writer=writer,
                                            every_steps=config.log_every, every_secs=None)
   counts = collections.Counter()
@@ -124,9 +122,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       _save_state(workdir, step, iterator.get_state())
     if step == 1:
       sheet = contact_sheet(batch)
-      cv2.imwrite(os.path.join(workdir, SHEET_FILE), sheet[..., ::-1])
+      (epath.Path(workdir) / SHEET_FILE).write_bytes(
+          cv2.imencode(".png", sheet[..., ::-1])[1].tobytes())
       writer.write_images(step, {"data/contact_sheet": sheet[None]})
   seconds = time.perf_counter() - t0
+  iterator.close()  # Stops read-ahead threads.
   summary = {"steps": step, "clips_this_run": clips,
              "clips_per_second": clips / seconds if clips else None,
              "skipped_records": pipeline.skipped_records(),
@@ -134,10 +134,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
              "global_batch_size": pipeline.global_batch_size(config.input)}
   writer.write_texts(step, {"data/summary": json.dumps(summary)})
   writer.flush()
-  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
-    json.dump(summary, f, indent=1)
+  writer.close()
+  records.write_json(str(epath.Path(workdir) / SUMMARY_FILE), summary)
   logging.info("data preview summary: %s", json.dumps(summary))
   return summary
 
 
-TRAINERS.register("data_preview")(Trainer(run=run, check=check))
+TRAINERS.register("data_preview")(Trainer(run=run, check=check, defaults=reference_config))

@@ -7,16 +7,21 @@ and ReportProgress; periodic evaluation; a non-finite loss stops the run before 
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
 import math
+import re
 import time
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 
 from fakedet import checkpointing
 from fakedet import config_check
@@ -25,6 +30,8 @@ from fakedet import optim
 from fakedet import sharding as sharding_lib
 from fakedet import train_state as train_state_lib
 from fakedet import warm_start
+from fakedet import workdir as workdir_lib
+from fakedet import writers
 from fakedet.evaluation import periodic
 from fakedet.trainers import TRAINERS, Trainer
 from input_pipeline import config as input_config
@@ -35,6 +42,46 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
+class DivergenceError(FloatingPointError):
+  pass
+
+
+class DivergenceGuard:
+  """Watches the logged ``train/loss`` and ``train/l2_params``: a value above ``factor`` × the
+  median of its last ``window`` logged values means the run is blowing up without (yet) going
+  non-finite — e.g. an lr 1e6 detector reaching loss 1e13 — which the non-finite check alone
+  would let run to the end and exit 0. The parameter norm's history starts with the initial
+  parameters' norm (``seed``) and the loss's with step 1's (always logged), so a run that blows
+  up before its first regular log step is still caught."""
+
+  KEYS = ("train/loss", "train/l2_params")
+
+  def __init__(self, factor: float, window: int):
+    self.factor, self.window = factor, window
+    self.history = {k: collections.deque(maxlen=window) for k in self.KEYS}
+    self.warnings = []  # Every message, for the run's final summary.
+
+  def seed(self, key: str, value: float) -> None:
+    self.history[key].append(abs(float(value)))
+
+  def check(self, step: int, scalars: Mapping[str, float]) -> Optional[str]:
+    """A message when a watched value diverged at this logged step, else None."""
+    message = None
+    for key, past in self.history.items():
+      if key not in scalars:
+        continue
+      value = abs(float(scalars[key]))
+      if self.factor and past:
+        median = float(np.median(past))
+        if median > 0 and value > self.factor * median and message is None:
+          message = (f"{key}={value:.4g} at step {step} is more than {self.factor:g}x its median "
+                     f"{median:.4g} over the last {len(past)} logged values")
+      past.append(value)
+    if message:
+      self.warnings.append(message)
+    return message
+
+
 def reference_config() -> ml_collections.ConfigDict:
   """Every top-level key the shared trainer reads, with defaults (objective/model are open)."""
   return ml_collections.ConfigDict(dict(
@@ -43,7 +90,23 @@ def reference_config() -> ml_collections.ConfigDict:
       num_epochs=0.0,
       warmup_epochs=0.0,  # > 0 overrides optim.warmup_steps (converted with the epoch size).
       log_every=50, eval_every=0, eval_batches=0,  # eval_every 0 = only at the end.
-      checkpoint=ml_collections.ConfigDict(dict(every_steps=1000, keep=3, async_save=True)),
+      checkpoint=ml_collections.ConfigDict(dict(
+          every_steps=1000, keep=3, async_save=True,
+          # Multi-host: how often the hosts agree on a SIGTERM seen by any of them (a collective;
+          # every step would block asynchronous dispatch). Single-host runs check every step.
+          preemption_check_every=10)),
+      # clu's profiler: a trace of num_steps steps from first_step, in <workdir>/plugins/profile
+      # for TensorBoard's profile tab.
+      profile=ml_collections.ConfigDict(dict(enabled=False, first_step=10, num_steps=5)),
+      # An optional Weights & Biases writer beside TensorBoard and metrics.jsonl (pip install
+      # wandb; mode "offline" writes the run to the workdir for a later `wandb sync`).
+      wandb=ml_collections.ConfigDict(dict(enabled=False, project="fakedet", entity="",
+                                           name="", mode="online")),
+      # Divergence guard, at every logged step: train/loss or train/l2_params above
+      # divergence_factor × its median over the last `window` logged values warns (and with
+      # stop=True ends the run, naming the last checkpoint); 0 = off. Non-finite losses always
+      # stop the run.
+      guard=ml_collections.ConfigDict(dict(divergence_factor=10.0, window=20, stop=False)),
       ema=ml_collections.ConfigDict(dict(momentum=0.999, reference_batch=256,
                                          scale_with_batch=True, schedule="constant")),
       mesh=sharding_lib.mesh_config(),
@@ -63,6 +126,25 @@ def selection_config(metric: str = "", mode: str = "max",
   return ml_collections.ConfigDict(dict(metric=metric, mode=mode, patience=patience))
 
 
+def check_batch_split(config: ml_collections.ConfigDict, mesh) -> None:
+  """The training and evaluation batches split evenly over the mesh's batch devices."""
+  sharding_lib.check_divisible(pipeline.global_batch_size(config.input), mesh,
+                               "the training batch (sum of input.sources.*.batch_size)")
+  sharding_lib.check_divisible(config.input.eval.batch_size, mesh, "input.eval.batch_size")
+
+
+def check_selection(sel: ml_collections.ConfigDict, patterns) -> None:
+  """``selection.metric`` must be a name this objective's periodic evaluation reports (a typo
+  would otherwise surface at the first evaluation, possibly hours into a pod job)."""
+  if sel.mode not in ("max", "min"):
+    raise ValueError(f"selection.mode={sel.mode!r}; allowed: max, min")
+  if sel.patience < 0:
+    raise ValueError(f"selection.patience={sel.patience}: expected >= 0 (0 = never stop early)")
+  if sel.metric and not any(re.fullmatch(p, sel.metric) for p in patterns):
+    raise ValueError(f"selection.metric={sel.metric!r} is not reported by this objective's "
+                     f"evaluation; its metric names match {list(patterns)}")
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   ref = reference_config()
   missing = sorted(set(ref) - set(config))
@@ -74,9 +156,11 @@ def check(config: ml_collections.ConfigDict) -> None:
       {k: v for k, v in config.items() if k not in ("objective", "model", "optim")}, ref,
       "config", open_keys=("config.input.sources",))
   config_check.check_input(config.input)
+  config_check.check_ranges(config)
   objective_cls = objectives_lib.get(config.objective.name)
   if hasattr(objective_cls, "check"):
     objective_cls.check(config)
+  check_selection(config.selection, objectives_lib.metric_patterns(objective_cls))
   if config.total_steps <= 0 and config.num_epochs <= 0:
     raise ValueError("set config.total_steps or config.num_epochs to a positive value")
   optim.make_optimizer(config.optim, max(1, config.total_steps))  # Validates names and fields.
@@ -84,8 +168,9 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> float:
   """Epoch = one pass over the FIRST source's selected records at its batch share."""
-  scfg = config.input.sources[sorted(config.input.sources)[0]]
-  source = sources.ClipSource(sources.resolve_data_dir(scfg.data_dir), scfg.split)
+  name = sorted(config.input.sources)[0]
+  scfg = config.input.sources[name]
+  source = pipeline.open_source(scfg, f"input.sources.{name}")
   n = len(sources.Selection.from_config(scfg).indices(source.index))
   return n / scfg.batch_size
 
@@ -143,13 +228,37 @@ def jit_train_step(objective, tx: optax.GradientTransformation, momentum_fn, sha
       donate_argnums=(0,) if donate else ())
 
 
+@jax.jit
+def _track_finite(ok: jax.Array, first_bad: jax.Array, loss: jax.Array, step: jax.Array):
+  """On device, so the loop never waits for a step's loss: (all finite so far, first step whose
+  loss was not)."""
+  finite = jnp.isfinite(loss)
+  return ok & finite, jnp.where(ok & ~finite, step, first_bad)
+
+
+def hparams(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The whole config as flat ``a.b.c`` → scalar (TensorBoard's hparams take bool, number or
+  text; tuples and None become their text)."""
+  flat = {}
+  def walk(node, prefix):
+    for k, v in node.items():
+      if isinstance(v, Mapping):
+        walk(v, f"{prefix}{k}.")
+      else:
+        flat[f"{prefix}{k}"] = v if isinstance(v, (bool, int, float, str)) else repr(v)
+  walk(config.to_dict(), "")
+  return flat
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   mesh = sharding_lib.make_mesh(config.mesh)
+  check_batch_split(config, mesh)
   objective = objectives_lib.get(config.objective.name)(config)
   steps, optim_cfg = schedule_steps(config)
   batch_size = pipeline.global_batch_size(config.input)
   ds = pipeline.train_dataset(config.input, config.seed)
-  example = sharding_lib.device_batch(next(iter(ds)), objective.input_keys, mesh)  # Shapes only.
+  with contextlib.closing(iter(ds)) as first:
+    example = sharding_lib.device_batch(next(first), objective.input_keys, mesh)  # Shapes only.
   tx = optim.make_optimizer(optim_cfg, steps)
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
@@ -158,36 +267,57 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   logging.info("parameters: %s", f"{train_state_lib.count_params(state.params):,}")
 
   train_iter = iter(ds)
-  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep,
-                      config.checkpoint.async_save)
+  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint.every_steps,
+                                    config.checkpoint.keep, config.checkpoint.async_save)
+  selection_record = None
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(train_state_lib.abstract_with_shardings(state, shardings), train_iter)
+    state, selection_record = ckpt.restore(
+        train_state_lib.abstract_with_shardings(state, shardings), train_iter)
     logging.info("resumed from the checkpoint at step %d", int(state.step))
   elif config.init.workdir:  # Only a fresh run warm-starts; a resumed one has its own weights.
     state = warm_start.warm_start(state, config.init)
     logging.info("warm-started %s from %s", [r[1] for r in config.init.rules], config.init.workdir)
   ckpt.install_sigterm_handler()
+  step = int(state.step)
+  workdir_lib.save_config(workdir, config, step)
 
   step_fn = jit_train_step(objective, tx, ema_momentum_fn(config, batch_size, steps), shardings,
                            mesh)
   evaluate = periodic.PeriodicEval(config, objective, shardings, mesh)
   sel = config.selection
-  best = (checkpointing.BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience)
-          if sel.metric else None)
+  best = (checkpointing.BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience,
+                                       selection_record) if sel.metric else None)
+  writer = writers.create(workdir, just_logging=jax.process_index() > 0, wandb=config.wandb)
+  hooks = [periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
+                                           every_steps=config.log_every, every_secs=None)]
+  if config.profile.enabled and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(
+        logdir=workdir, num_profile_steps=config.profile.num_steps, profile_duration_ms=None,
+        first_profile=config.profile.first_step, every_steps=None, every_secs=None))
+  if step == 0:
+    writer.write_hparams(hparams(config))
+
+  ok, first_bad = jnp.asarray(True), jnp.asarray(-1, jnp.int32)
+
+  def check_finite():
+    """Raises before anything non-finite can be logged as good or saved: called at the steps
+    that read metrics or write checkpoints, not every step."""
+    if not bool(ok):
+      ckpt.wait()
+      raise NonFiniteLossError(
+          f"the loss became non-finite at step {int(first_bad)}; stopping. The last good "
+          f"checkpoint (step {ckpt.latest_step()}) is intact; lower optim.lr or check the data.")
 
   def run_eval(step):
+    check_finite()
     metrics = evaluate(state)
     writer.write_scalars(step, metrics)
     if best is not None and metrics:
       best.update(step, state, metrics)
     return metrics
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  report = periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
-                                           every_steps=config.log_every, every_secs=None)
-  step = int(state.step)
-  if step == 0:
-    writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
+  guard = DivergenceGuard(config.guard.divergence_factor, config.guard.window)
+  guard.seed("train/l2_params", optax.global_norm(state.params))
   last_good = step
   history = []
   lr_fns = optim.learning_rates(optim_cfg, steps)
@@ -197,19 +327,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       batch = sharding_lib.device_batch(next(train_iter), objective.input_keys, mesh)
       state, metrics = step_fn(state, batch, train_rng)
     step += 1
-    loss = float(metrics["loss"])  # One scalar per step: cheap, and catches NaN immediately.
-    if not math.isfinite(loss):
-      ckpt.wait()
-      raise NonFiniteLossError(
-          f"loss is {loss} at step {step}; stopping. The last good checkpoint (step "
-          f"{ckpt.latest_step()}) is intact; lower optim.lr or check the data.")
-    report(step)
-    if step % config.log_every == 0 or step == steps:
+    ok, first_bad = _track_finite(ok, first_bad, metrics["loss"], step)
+    for hook in hooks:
+      hook(step)
+    if step % config.log_every == 0 or step == steps or step == 1:  # Step 1: the guard's start.
+      check_finite()
       scalars = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
       # optax used schedule(step - 1) for the update that produced `step`.
       scalars.update({f"train/lr_{g}": float(fn(step - 1)) for g, fn in lr_fns.items()})
       writer.write_scalars(step, scalars)
       history.append({"step": step, **scalars})
+      diverged = guard.check(step, scalars)
+      if diverged and config.guard.stop:
+        ckpt.wait()
+        raise DivergenceError(f"{diverged}; stopping (guard.stop). The last checkpoint (step "
+                              f"{ckpt.latest_step()}) was saved before this was seen.")
+      if diverged:
+        logging.warning("diverging? %s (set guard.stop=True to stop such runs)", diverged)
     if config.eval_every and step % config.eval_every == 0 and step < steps:
       run_eval(step)
     early = best is not None and best.should_stop
@@ -217,24 +351,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       logging.warning("early stopping at step %d: %s has not improved for %d evaluations "
                       "(best %.4f at step %d)", step, sel.metric, sel.patience,
                       best.record["value"], best.record["step"])
-    stop = ckpt.should_stop(step)
+    stop = ckpt.should_stop(step, config.checkpoint.preemption_check_every)
     if stop or early or step % config.checkpoint.every_steps == 0 or step == steps:
-      ckpt.save(step, state, train_iter, force=True)
+      check_finite()
+      ckpt.save(step, state, train_iter, force=True,
+                selection=best.record if best is not None else None)
+      if best is not None:
+        best.write_record()
       last_good = step
     if stop:
       logging.warning("stopping at step %d after saving (preemption/SIGTERM)", step)
       break
   ckpt.close()
+  train_iter.close()  # Stops read-ahead threads (remote reads would outlive the run).
   result = {"step": step, "last_checkpoint": last_good,
-            "seconds": time.perf_counter() - t0, "train": history[-1] if history else {}}
+            "seconds": time.perf_counter() - t0, "train": history[-1] if history else {},
+            "skipped_records": pipeline.skipped_records(),
+            "divergence_warnings": len(guard.warnings)}
   if step == steps:
     result["eval"] = run_eval(step)
   if best is not None:
+    best.write_record()  # The final evaluation came after the final checkpoint.
     result["best"] = dict(best.record)
     best.close()
   writer.flush()
+  writer.close()
+  workdir_lib.save_result(workdir, result)
   logging.info("finished: %s", result)
   return result
 
 
-TRAINERS.register("train")(Trainer(run=run, check=check))
+TRAINERS.register("train")(Trainer(run=run, check=check, defaults=reference_config))

@@ -21,13 +21,16 @@ import os
 
 from absl import app, flags
 
+from input_pipeline import records
 from input_pipeline.preprocess import runner, video
 
 _VIDEOS = flags.DEFINE_string("videos", None, "Directory scanned recursively for "
                               f"{'/'.join(runner.VIDEO_EXTENSIONS)} files, or a .jsonl list "
                               "with one VideoItem object per line.", required=True)
-_OUT = flags.DEFINE_string("out_dir", None, "Output dataset directory (local; with --beam any "
-                           "Beam filesystem, e.g. gs://).", required=True)
+_OUT = flags.DEFINE_string("out_dir", None, "Output dataset directory, local or gs:// (with "
+                           "--beam any Beam filesystem).", required=True)
+_TFRECORD = flags.DEFINE_bool("tfrecord", False, "Also write a TFRecord copy of every shard "
+                              "(for tf.data streaming); training reads only ArrayRecord.")
 _BEAM = flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline; options after '--' go "
                           "to Beam. --num_workers is then ignored (e.g. -- "
                           "--direct_num_workers=8 --direct_running_mode=multi_processing).")
@@ -73,15 +76,16 @@ def main(argv):
                                mouth=_MOUTH.value, detect_every=_EVERY.value,
                                max_seconds=_MAX_SECONDS.value,
                                require_audio=_REQUIRE_AUDIO.value)
+  formats = records.FORMATS if _TFRECORD.value else records.DEFAULT_FORMATS
   if _BEAM.value:
     report = beam_pipeline.run(items, _OUT.value, _NAME.value, config, _SHARDS.value,
-                               _DETECTOR.value, pipeline_args=pipeline_args)
+                               _DETECTOR.value, formats, pipeline_args=pipeline_args)
   else:
     report = runner.run(items, _OUT.value, _NAME.value, config, _SHARDS.value,
-                        _WORKERS.value, _DETECTOR.value)
+                        _WORKERS.value, _DETECTOR.value, formats)
   print(f"{report['num_written']} videos -> {report['num_tracks']} face tracks, "
         f"{report['num_skipped']} skipped {report['skipped_by_kind']}; "
-        f"details in {os.path.join(_OUT.value, runner.REPORT)}")
+        f"details in {records.join(_OUT.value, runner.REPORT)}")
   for s in report["skipped"]:
     print(f"  skipped {s['kind']}: {s['message']}")
 

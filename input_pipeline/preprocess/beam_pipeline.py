@@ -275,7 +275,7 @@ def _committed(out_dir: str) -> set:
 def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
         config: video.PreprocessConfig = video.PreprocessConfig(),
         num_shards: Union[int, Mapping[str, int]] = 1, detector: str = "mtcnn",
-        formats: Sequence[str] = records.FORMATS,
+        formats: Sequence[str] = records.DEFAULT_FORMATS,
         pipeline_args: Optional[Iterable[str]] = None) -> Dict[str, Any]:
   """Preprocesses ``items`` into ``out_dir`` with Beam; returns the report when the pipeline
   is done. ``pipeline_args``: Beam options (default: the DirectRunner on this machine), e.g.

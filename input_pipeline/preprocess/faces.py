@@ -26,6 +26,7 @@ from typing import List, Optional
 
 import cv2
 import numpy as np
+from etils import epath
 
 POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # Image-left first.
 STABLE = (0, 1, 2)  # Eyes and nose: they move least with expression and speech.
@@ -70,12 +71,13 @@ def box_from_points(points: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- user landmarks
 def load_landmarks(path: str) -> np.ndarray:
-  """Reads a landmark file (format in the module docstring) → float32 [T, F, K, 2]."""
+  """Reads a landmark file (format in the module docstring; local or ``gs://``) → float32
+  [T, F, K, 2]."""
   if path.endswith(".npy"):
-    arr = np.load(path)
+    with epath.Path(path).open("rb") as f:
+      arr = np.load(f)
   elif path.endswith(".json"):
-    with open(path) as f:
-      obj = json.load(f)
+    obj = json.loads(epath.Path(path).read_text())
     if isinstance(obj, dict):
       obj = obj["landmarks"]
     arr = np.array(_nulls_to_nan(obj), np.float32)

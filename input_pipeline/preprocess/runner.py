@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
+from etils import epath
 from tqdm import tqdm
 
 from input_pipeline import records
@@ -164,7 +165,7 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
                  formats: Sequence[str], results: Iterator[Dict[str, Any]], count: int,
                  mouth: bool, bar, tally: collections.Counter) -> Dict[str, Any]:
   """Consumes ``count`` results into one shard (faces, and mouths if enabled) and commits it."""
-  dirs = {"faces": out_dir, "mouths": os.path.join(out_dir, MOUTH_DIR)}
+  dirs = {"faces": out_dir, "mouths": records.join(out_dir, MOUTH_DIR)}
   writers = {k: records.ShardWriter(dirs[k], {f: records.shard_name(name, split, f, shard,
                                                                     num_shards)
                                               for f in formats}) for k in kinds(mouth)}
@@ -188,7 +189,7 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
     files = w.commit()
     if w.count == 0:  # An all-skipped block: no empty shard files for readers to trip on.
       for f in files:
-        os.remove(os.path.join(dirs[k], f["file"]))
+        epath.Path(records.join(dirs[k], f["file"])).unlink()
       files = []
     done["files"][k] = files
   return done
@@ -197,24 +198,26 @@ def _write_shard(out_dir: str, name: str, split: str, shard: int, num_shards: in
 def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
         config: video.PreprocessConfig = video.PreprocessConfig(),
         num_shards: Union[int, Mapping[str, int]] = 1, num_workers: int = 1,
-        detector: str = "mtcnn", formats: Sequence[str] = records.FORMATS,
+        detector: str = "mtcnn", formats: Sequence[str] = records.DEFAULT_FORMATS,
         progress: bool = True) -> Dict[str, Any]:
-  """Preprocesses ``items`` into ``out_dir`` (resuming a previous run); returns the report.
+  """Preprocesses ``items`` into ``out_dir`` (local or ``gs://``; resuming a previous run);
+  returns the report.
 
   Args:
     detector: ``"mtcnn"``, or ``"none"`` when every item has a landmark file.
     num_shards: per split, or one number for all; more shards than videos leaves some empty
       (they are not written).
   """
+  records.check_formats(formats)
   splits, shards = check_items(items, detector, num_shards)
-  state = os.path.join(out_dir, STATE_DIR)
-  os.makedirs(state, exist_ok=True)
+  state = records.join(out_dir, STATE_DIR)
+  epath.Path(state).mkdir(parents=True, exist_ok=True)
   if config.mouth:
-    os.makedirs(os.path.join(out_dir, MOUTH_DIR), exist_ok=True)
+    epath.Path(records.join(out_dir, MOUTH_DIR)).mkdir(parents=True, exist_ok=True)
   _check_plan(state, fingerprint(items, config, name, shards, detector), out_dir)
   blocks = split_blocks(items, shards)
   todo = [(s, k, b) for s in splits for k, b in enumerate(blocks[s])
-          if not os.path.exists(_marker(state, s, k))]
+          if not epath.Path(_marker(state, s, k)).exists()]
   pending = [i for _, _, b in todo for i in b]
   start, tally = time.perf_counter(), collections.Counter()
   with tqdm(total=len(items), initial=len(items) - len(pending), unit="video",
@@ -223,7 +226,7 @@ def run(items: Sequence[video.VideoItem], out_dir: str, name: str,
     for split, k, block in todo:
       done = _write_shard(out_dir, name, split, k, shards[split], formats, results, len(block),
                           config.mouth, bar, tally)
-      _write_json(_marker(state, split, k), done)
+      records.write_json(_marker(state, split, k), done)
   wall = time.perf_counter() - start
   return _finish(out_dir, name, state, splits, shards, config, formats, detector, num_workers,
                  wall, len(pending))
@@ -250,7 +253,7 @@ def check_items(items: Sequence[video.VideoItem], detector: str,
 
 
 def _marker(state: str, split: str, shard: int) -> str:
-  return os.path.join(state, marker_name(split, shard))
+  return records.join(state, marker_name(split, shard))
 
 
 def marker_name(split: str, shard: int) -> str:
@@ -275,13 +278,9 @@ def check_plan(fp: str, out_dir: str, read: Any, write: Any):
 
 
 def _check_plan(state: str, fp: str, out_dir: str):
-  path = os.path.join(state, "plan.json")
-  def read():
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      return json.load(f)
-  check_plan(fp, out_dir, read, lambda obj: _write_json(path, obj))
+  path = epath.Path(records.join(state, "plan.json"))
+  read = lambda: json.loads(path.read_text()) if path.exists() else None
+  check_plan(fp, out_dir, read, lambda obj: records.write_json(str(path), obj))
 
 
 def assemble(markers: Mapping[str, List[Dict[str, Any]]], mouth: bool):
@@ -315,15 +314,14 @@ def _finish(out_dir, name, state, splits, shards, config, formats, detector, num
   for s in splits:
     markers[s] = []
     for k in range(shards[s]):
-      with open(_marker(state, s, k)) as f:
-        markers[s].append(json.load(f))
+      markers[s].append(json.loads(epath.Path(_marker(state, s, k)).read_text()))
   per_kind, skipped, totals = assemble(markers, config.mouth)
   report = summarize(name, config, detector, totals, skipped,
                      {"videos_processed": processed, "wall_seconds": wall,
                       "workers": num_workers})
-  _write_json(os.path.join(out_dir, REPORT), report)
+  records.write_json(records.join(out_dir, REPORT), report)
   if config.mouth:
-    records.write_manifest(os.path.join(out_dir, MOUTH_DIR), f"{name}", per_kind["mouths"],
+    records.write_manifest(records.join(out_dir, MOUTH_DIR), f"{name}", per_kind["mouths"],
                            formats)
   records.write_manifest(out_dir, name, per_kind["faces"], formats)
   return report
@@ -357,12 +355,6 @@ def skip_entry(result: Mapping[str, Any]) -> Dict[str, Any]:
           "kind": result["skip"][0], "message": result["skip"][1]}
 
 
-def _write_json(path: str, obj: Any):
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + ".tmp", path)
-
-
 # ----------------------------------------------------------------------------- inputs
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")
 
@@ -386,8 +378,8 @@ def _landmark_file(landmarks_dir: Optional[str], video_id: str) -> str:
   if not landmarks_dir:
     return ""
   for ext in (".npy", ".json"):
-    p = os.path.join(landmarks_dir, video_id + ext)
-    if os.path.exists(p):
+    p = records.join(landmarks_dir, video_id + ext)
+    if epath.Path(p).exists():
       return p
   return ""
 
@@ -395,7 +387,7 @@ def _landmark_file(landmarks_dir: Optional[str], video_id: str) -> str:
 def read_list(path: str, **defaults: Any) -> List[video.VideoItem]:
   """Items from a JSON-lines file, one ``VideoItem`` object per line (``path`` required,
   ``video_id`` defaults to the file name without extension); ``defaults`` fill absent fields."""
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     return items_from_lines(f, path, **defaults)
 
 

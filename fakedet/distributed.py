@@ -1,0 +1,109 @@
+"""Joining a multi-host job, and leaving it cleanly when another process goes away.
+
+``jax.distributed.initialize`` connects the processes through a coordination service hosted by
+process 0. By default, when a process dies the others learn of it only when its heartbeats time
+out (100 s), and then abort inside XLA's C++ agent with a stack dump (exit 134) — on a pod, one
+preempted host turns into 255 core dumps and no word of which host it was.
+
+``initialize`` therefore runs the service in its recoverable mode (a task's failure is not fatal
+to the others by itself) and starts a watchdog thread on every process: each bumps its own
+heartbeat counter in the service's key-value store every ``interval`` seconds and reads
+everyone's; a counter that has not moved for ``timeout`` seconds ends this process with exit
+status 1 and one line naming the process that went away. A collective that fails in the main
+thread meanwhile (the dead peer's connection closes) is held by ``wait_for_verdict`` until the
+watchdog has spoken, so the user sees that line, not a Gloo/NCCL traceback.
+
+Limit: when process 0 itself dies, the service is gone and XLA's agent still aborts the others
+(within a second, with its own stack dump): jaxlib 0.10 offers no Python hook for that.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Dict, Optional
+
+import jax
+
+HEARTBEAT_DIR = "fakedet/heartbeat/"
+_watchdog: Optional["Watchdog"] = None
+
+
+def _client():
+  from jax._src import distributed  # The KV client has no public accessor (jax 0.10).
+  return distributed.global_state.client
+
+
+def _exit(message: str) -> None:
+  """Leaves now: one line on stderr, status 1, no Python cleanup (other threads may be stuck in
+  a collective that will never complete)."""
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
+class Watchdog:
+  """Heartbeats through the coordination service's key-value store; see the module docstring."""
+
+  def __init__(self, interval: float = 2.0, timeout: float = 20.0, client=None):
+    self.interval, self.timeout = interval, timeout
+    self.client = client or _client()
+    self.me, self.count = jax.process_index(), jax.process_count()
+    self.last_change: Dict[int, float] = {}
+    self.last_value: Dict[int, Optional[str]] = {}
+    self.beat = 0
+
+  def check(self, now: float) -> Optional[str]:
+    """One round: bump this process' counter, read everyone's; the message to exit with, or
+    None."""
+    try:
+      self.beat += 1
+      self.client.key_value_set(f"{HEARTBEAT_DIR}{self.me}", str(self.beat), True)
+      values = dict(self.client.key_value_dir_get(HEARTBEAT_DIR))
+    except Exception as e:  # pylint: disable=broad-except
+      return (f"process {self.me}: lost the job's coordination service (hosted by process 0) "
+              f"— process 0 went away or the network failed ({type(e).__name__})")
+    for p in range(self.count):
+      value = values.get(f"{HEARTBEAT_DIR}{p}")
+      if value != self.last_value.get(p) or p not in self.last_change:
+        self.last_value[p], self.last_change[p] = value, now
+      elif p != self.me and now - self.last_change[p] > self.timeout:
+        return (f"process {self.me}: process {p} of {self.count} went away (no heartbeat for "
+                f"{now - self.last_change[p]:.0f} s); stopping this process too")
+    return None
+
+  def run(self) -> None:
+    while True:
+      message = self.check(time.monotonic())
+      if message:
+        _exit(message)
+      time.sleep(self.interval)
+
+  def start(self) -> threading.Thread:
+    thread = threading.Thread(target=self.run, name="fakedet-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def initialize(watchdog_timeout: float = 20.0, **kwargs) -> None:
+  """``jax.distributed.initialize(**kwargs)`` (environment-driven on TPU VMs and SLURM when no
+  arguments are given), then the watchdog when there is more than one process."""
+  global _watchdog
+  jax.config.update("jax_enable_recoverability", True)  # See the module docstring.
+  jax.distributed.initialize(**kwargs)
+  if jax.process_count() > 1:
+    _watchdog = Watchdog(timeout=watchdog_timeout)
+    _watchdog.start()
+    logging.info("process %d of %d joined; watchdog on (%g s)", jax.process_index(),
+                 jax.process_count(), watchdog_timeout)
+
+
+def wait_for_verdict() -> None:
+  """Called with an exception in flight on a multi-process job: gives the watchdog the time it
+  needs to tell whether a peer went away (it then ends the process with its one line); returns
+  if none did, so the caller re-raises the real error."""
+  if _watchdog is None:
+    return
+  time.sleep(_watchdog.timeout + 3 * _watchdog.interval)
