@@ -22,9 +22,6 @@ import numpy as np
 from input_pipeline import ops, records, sampling, sources
 
 _skipped = set()  # Distinct records this process skipped in skip_bad_records mode.
-# Distinct skipped records per training group (source, and class when class-balanced): a group
-# whose every record is bad would otherwise be skipped forever (grain drops the Nones).
-_skipped_by_group: Dict[Any, set] = {}
 
 
 def _process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
@@ -82,7 +79,8 @@ def skipped_records() -> int:
 def _train_example(index: int, rng: np.random.Generator, *, source: sources.ClipSource,
                    clip_frames: int, sample_rate: int, with_mask: bool, chain: ops.Chain,
                    skip_bad_records: bool, name: str, with_words: bool = False,
-                   group_sizes: Optional[Mapping[Any, int]] = None):
+                   group_sizes: Optional[Mapping[Any, int]] = None,
+                   skipped_by_group: Optional[Dict[Any, set]] = None):
   def run():
     raw = source[index]
     example = sampling.random_clip(raw, clip_frames, rng, sample_rate=sample_rate,
@@ -91,17 +89,19 @@ def _train_example(index: int, rng: np.random.Generator, *, source: sources.Clip
     return chain(example, rng)
   example = _guard(run, skip_bad_records, lambda: source.where(index))
   if example is None and group_sizes:
-    _check_group(name, source, index, group_sizes)
+    _check_group(name, source, index, group_sizes, skipped_by_group)
   return example
 
 
 def _check_group(name: str, source: sources.ClipSource, index: int,
-                 group_sizes: Mapping[Any, int]) -> None:
+                 group_sizes: Mapping[Any, int], skipped_by_group: Dict[Any, set]) -> None:
   """Fails once every record of a training group (a source, or one class of a class-balanced
-  source) on this host has been skipped: the stream could never yield an example again."""
+  source) on this host has been skipped: grain drops the Nones, so the stream would otherwise
+  look for a good record forever. `skipped_by_group` belongs to one dataset (not the module):
+  two datasets built in one process must not pool their bad records."""
   label = int(source.index["label"][index])
   group = label if label in group_sizes else None
-  bad = _skipped_by_group.setdefault((name, group), set())
+  bad = skipped_by_group.setdefault(group, set())
   bad.add(int(index))
   if len(bad) >= group_sizes[group]:
     which = f"input.sources.{name}" + (f" (label {label})" if group is not None else "")
@@ -145,7 +145,7 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
                          with_words=icfg["with_words"],
                          chain=ops.build(icfg["train_ops"]),
                          skip_bad_records=icfg["skip_bad_records"], name=name,
-                         group_sizes=group_sizes)
+                         group_sizes=group_sizes, skipped_by_group={})
   host_batch = per_host(scfg["batch_size"], process_count, f"input.sources.{name}.batch_size")
   return stream.random_map(fn, seed=_derive_seed(seed, 1)).to_iter_dataset().batch(
       host_batch, drop_remainder=True)

@@ -174,6 +174,7 @@ def _train_grads(model, variables, video, probe):
     "resnet18",
     # The same checks on the bottleneck trunk: its gradient program compiles for ~15 s.
     pytest.param("resnet50", marks=pytest.mark.integration)])
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_tiny_forward_and_every_parameter_gets_a_gradient(frontend):
   model = _make_test_model(frontend=frontend)
   variables = _random_variables(model)
@@ -202,6 +203,7 @@ def test_tiny_forward_and_every_parameter_gets_a_gradient(frontend):
   assert all(jax.tree.leaves(moved))
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_frozen_frontend_gets_no_gradient_and_keeps_its_statistics():
   model = _make_test_model(freeze_frontend=True)
   variables = _random_variables(model)
@@ -213,6 +215,7 @@ def test_frozen_frontend_gets_no_gradient_and_keeps_its_statistics():
   assert np.any(g["layer_0"]["attention"]["q_proj"]["kernel"])  # the backend still learns
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_dropout_only_with_train():
   model = _make_test_model(dropout=0.5)
   no_dropout = _make_test_model(dropout=0.0)

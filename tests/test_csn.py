@@ -47,6 +47,7 @@ def test_registered():
   assert models.MODELS.get("csn") is csn.CSN
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_paper_size_shapes_match_table16():
   model = csn.CSN()
   shape = (2, 25, 112, 112, 3)
@@ -111,6 +112,7 @@ def test_paper_size_forward_cost_is_about_27_7_gmacs():
   assert xla_macs == pytest.approx(27.7e9, rel=0.02)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 @pytest.mark.parametrize("frames", [5, 16])
 def test_temporal_dimension_is_preserved(frames):
   model = csn.CSN()
@@ -122,6 +124,7 @@ def test_temporal_dimension_is_preserved(frames):
   assert out["feature_map"].shape == (1, frames, 4, 4, 2048)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_last_bn_of_every_block_starts_at_zero():
   model = _make_test_model()
   params = _init(model, _video())["params"]
@@ -213,6 +216,7 @@ def test_gradients_reach_every_parameter():
     assert bool(jnp.all(jnp.isfinite(g))) and bool(jnp.any(g)), path
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_batch_norm_train_vs_eval():
   model = _make_test_model()
   video = _video()
@@ -261,6 +265,7 @@ def test_greyscale_clips():
   np.testing.assert_allclose(stems[0], stems[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_tiny_forward_shapes_and_dtype():
   model = _make_test_model(dtype="bfloat16")
   video = _video((1, 5, 32, 32, 3))

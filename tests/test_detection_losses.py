@@ -38,6 +38,7 @@ def test_logit_adjustment_makes_the_balanced_logit_optimal():
   assert abs(float(jax.grad(plain)(float(np.log(1 / 7))))) < 1e-6
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_masked_frame_byol_uses_selected_samples_only():
   rng = np.random.default_rng(0)
   target = jnp.asarray(rng.normal(size=(4, 5, 8)), jnp.float32)

@@ -21,6 +21,7 @@ def _reference(x, kernel, strides, padding):
     ((2, 3, 1, 2, 3), (1, 2), ((0, 1), (1, 1), (0, 0))),  # asymmetric temporal padding
     ((1, 3, 3, 2, 2), (2, 1), ((0, 0), (0, 1), (1, 0))),
 ])
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 @pytest.mark.parametrize("impl", ["frames", "native"])
 def test_matches_lax_conv3d_values_and_grads(kernel_shape, strides, padding, impl):
   kx, kk = jax.random.split(jax.random.key(0))

@@ -119,6 +119,7 @@ def _mmv_model(imported):
 
 
 # ----------------------------------------------------------------------------- parity
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_mmv_checkpoint_gives_the_released_embeddings(tmp_path):
   tree, ref_apply = _checkpoint(False)
   imported = importer.convert(_file(tree, tmp_path), MMV_CFG, source="mmv_tsm_resnet.pkl")
@@ -144,6 +145,7 @@ def test_mmv_checkpoint_gives_the_released_embeddings(tmp_path):
   assert jax.tree.map(np.shape, shapes) == jax.tree.map(np.shape, imported.variables)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_fakeout_checkpoint_gives_the_authors_clip_logits(tmp_path):
   tree, ref_apply = _checkpoint(True)
   imported = importer.convert_fakeout(_file(tree, tmp_path), FAKEOUT_CFG)
@@ -225,6 +227,7 @@ def _ref_counts(cfg: ref.RefConfig):
 
 @pytest.mark.parametrize("width,video,video_to_va", [(1, 23_500_352, 1_313_280),
                                                      (2, 93_891_712, 2_361_856)])
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_full_size_parameter_counts_equal_the_released_architecture(width, video, video_to_va):
   want = _ref_counts(ref.RefConfig(video_width=width))
   model = mmv_model.MMV(**{**_FULL, "video_backbone": dict(name="tsm_resnet",

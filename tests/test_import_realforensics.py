@@ -146,6 +146,7 @@ def _count(tree) -> int:
     (3, False, ""),  # the names of the released stage-1 code (target_backbone, …)
     (1, True, "state_dict.module."),  # stage2/train.py's names, inside a flattened .ckpt + DDP
 ])
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_stage1_parity(tmp_path, channels, teacher_as_sequential, wrapper):
   reference = _stage1_ref(channels, seed=channels, teacher_as_sequential=teacher_as_sequential)
   tensors = _file(reference, tmp_path, wrapper)
@@ -223,6 +224,7 @@ def test_stage2_parity_eval_only_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- sizes
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 @pytest.mark.parametrize("channels, expected", [(3, 21_394_176), (1, 21_375_360)])
 def test_full_size_csn_parameter_count_matches_authors(channels, expected):
   with torch.device("meta"):

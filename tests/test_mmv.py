@@ -149,6 +149,7 @@ def word2vec_file(tmp_path):
   return str(path)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_word2vec_file_gives_vocab_and_a_frozen_table(word2vec_file):
   words, table = narrations.load_vocabulary(word2vec_file)
   assert words == ("<pad>", "<unk>", "mala", "tiso", "bune") and table.shape == (5, 300)

@@ -3,6 +3,7 @@ and global-batch negatives (8 simulated devices = 1 device on the same global ba
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fakedet.objectives import mmv_nce
@@ -53,6 +54,7 @@ def test_mil_nce_by_hand():
   np.testing.assert_allclose(float(loss), 0.5 * (np.mean(v2t) + np.mean(t2v)), rtol=1e-6)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_mil_nce_ignores_invalid_narrations_and_padded_clips():
   v, t = _mil_example()
   ref = mmv_nce.mil_nce_loss(v, t, jnp.ones((2, 2), bool), jnp.ones(2, bool), 1.0)[0]

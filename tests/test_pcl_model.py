@@ -194,6 +194,7 @@ def test_volume_is_symmetric_only_when_theta_equals_phi(tiny):
   np.testing.assert_allclose(v, v.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_gradient_reaches_theta_phi_backbone_and_classifier(tiny):
   model, variables = tiny
   mask = np.zeros((2, TINY_SIZE, TINY_SIZE), np.float32)

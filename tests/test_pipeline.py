@@ -62,6 +62,7 @@ def test_same_seed_same_batches_other_seed_different(tiny_dir):
               np.array_equal(a["clip_start"], b["clip_start"]))
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_resume_from_saved_iterator_state_sees_the_same_batches(tiny_dir):
   cfg = _cfg(tiny_dir)
   full = iter(pipeline.train_dataset(cfg, 0, process_index=0, process_count=1))

@@ -63,6 +63,7 @@ def test_encode_rejects_bad_records_naming_the_problem(change, message):
     records.encode(rec, where="rec7")
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_encoding_is_byte_identical_across_processes():
   """Protobuf map order varies per process unless serialisation is deterministic; without it two
   writers (local workers, Beam workers, a resumed run) disagree on shard bytes and checksums."""

@@ -105,6 +105,7 @@ def test_tiny_forward_train_vs_eval_batchnorm(tiny):
   moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), variables["batch_stats"], stats)
   assert all(jax.tree.leaves(moved))
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_gradient_reaches_every_parameter(tiny):
   model, variables = tiny
   rng = np.random.default_rng(2)

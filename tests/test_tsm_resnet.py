@@ -99,6 +99,7 @@ def test_tiny_tsm_resnet_outputs_and_temporal_mixing():
   np.testing.assert_array_equal(out2["frames"][1], out["frames"][1])
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_tiny_audio_resnet_shapes():
   model = models.get("resnet50_audio")(stage_blocks=(1, 1, 1, 1), width_multiplier=1 / 16)
   audio = jnp.ones((3, 64, 80))

@@ -67,6 +67,7 @@ def test_outputs_and_the_frozen_teacher_gets_no_gradient():
   assert {"supervised_loss", "aux_loss", "accuracy"} <= set(metrics)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_aux_loss_sees_real_samples_only():
   obj = video_detector.VideoDetection(_config())
   batch = _batch()
@@ -83,6 +84,7 @@ def test_aux_loss_sees_real_samples_only():
   assert float(aux_of(changed)) == pytest.approx(float(aux_of(batch)), rel=1e-6)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_baseline_is_plain_bce_and_config_is_checked():
   obj = video_detector.VideoDetection(_config(stage2=False))
   batch = _batch()

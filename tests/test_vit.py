@@ -187,6 +187,7 @@ def test_keep_to_ids_is_raster_order():
 
 
 # ----------------------------------------------------------------------------- parameter counts
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_full_size_parameter_counts_match_timm_and_mae():
   """Flax counts from jax.eval_shape (nothing allocated); references built in torch on the meta
   device (timm's own vit_base_patch16_224; the MAE-Base reference above) and by arithmetic."""
@@ -340,6 +341,7 @@ def mae224():
   return vit.MaskedAutoencoder(**MAE_224_TINY), {"params": converted["params"]}
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 @pytest.mark.parametrize("k", [2, 4, 6])
 def test_inpaint_replaces_exactly_the_masked_block(mae224, k):
   model, variables = mae224
@@ -450,6 +452,7 @@ def test_detector_uses_only_the_selected_patches_at_their_own_positions(detector
   np.testing.assert_array_equal(out["features"][:, :32], out["original_cls"])
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_detector_index_and_mask_inputs_agree_and_first_patch_readout(detector):
   model, variables = detector
   original, residual = _images((2, 64, 64, 3), seed=12), _images((2, 64, 64, 3), seed=13)

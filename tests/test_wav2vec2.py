@@ -278,6 +278,7 @@ SMALL = dict(conv_dim=(8, 8, 12), conv_kernel=(10, 4, 4), conv_stride=(5, 4, 4),
              pos_conv_impl="native")  # compiles faster; the impls agree (test above)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_avcl_encoder_shapes_gradients_and_frozen_feature_encoder():
   model = wav2vec2.AVCLAudioEncoder(**SMALL, num_tokens=3, head_hidden=16)
   audio = jnp.asarray(_audio(seed=3, samples=1600))  # 19 frames

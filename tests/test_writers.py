@@ -81,6 +81,7 @@ def test_selection_metric_is_checked_before_anything_is_built():
     train.check(config)
 
 
+@pytest.mark.integration  # > 6 s on 2 cores (compile-heavy): kept out of the fast subset.
 def test_wandb_writer_offline(tmp_path, monkeypatch):
   pytest.importorskip("wandb")
   monkeypatch.setenv("WANDB_SILENT", "true")

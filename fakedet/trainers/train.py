@@ -256,6 +256,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   objective = objectives_lib.get(config.objective.name)(config)
   steps, optim_cfg = schedule_steps(config)
   batch_size = pipeline.global_batch_size(config.input)
+  skipped_before = pipeline.skipped_records()  # The count is per process; report this run's.
   ds = pipeline.train_dataset(config.input, config.seed)
   with contextlib.closing(iter(ds)) as first:
     example = sharding_lib.device_batch(next(first), objective.input_keys, mesh)  # Shapes only.
@@ -366,7 +367,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   train_iter.close()  # Stops read-ahead threads (remote reads would outlive the run).
   result = {"step": step, "last_checkpoint": last_good,
             "seconds": time.perf_counter() - t0, "train": history[-1] if history else {},
-            "skipped_records": pipeline.skipped_records(),
+            "skipped_records": pipeline.skipped_records() - skipped_before,
             "divergence_warnings": len(guard.warnings)}
   if step == steps:
     result["eval"] = run_eval(step)
