@@ -97,7 +97,17 @@ def require_detector(name: str) -> None:
                      f"objective is one of: {', '.join(detectors) or '(none)'}")
 
 
+# ITU-R 601 luma (PIL's "L", torchvision's rgb_to_grayscale): RGB → one grey channel.
+LUMA = (0.299, 0.587, 0.114)
+
+
 def normalize_video(video: jax.Array, mean, std) -> jax.Array:
-  """uint8 [.., 3] → float32 standardised on device (the host pipeline keeps uint8)."""
+  """uint8 [.., 3] → float32 standardised on device (the host pipeline keeps uint8).
+
+  A one-element ``mean``/``std`` means a greyscale model (RealForensics' greyscale stems take
+  one channel): the frames become one luma channel first, so the same RGB records feed both.
+  """
   x = video.astype(jnp.float32) / 255.0
+  if len(mean) == 1 and x.shape[-1] == 3:
+    x = jnp.sum(x * jnp.asarray(LUMA, jnp.float32), axis=-1, keepdims=True)
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
