@@ -40,6 +40,19 @@ def test_config_builds_and_validates(name, arg):
   trainers.get(config.trainer).check(config)
 
 
+def test_realforensics_schedules_follow_the_authors_code():
+  """Stage-1 EMA: μ = 1 − 0.001·batch/96 (0.99733 at batch 256); stage 2: AdamP at
+  7e-4·√(32/256) after a 5-epoch warm-up, constant (their optimizer configs)."""
+  from fakedet.trainers import train
+  stage1 = _load(os.path.join(ROOT, "configs", "stage1.py"))
+  for batch in (96, 256, 1024):
+    momentum = float(train.ema_momentum_fn(stage1, batch, 100)(0))
+    assert momentum == pytest.approx(1 - 0.001 * batch / 96, abs=1e-7)
+  stage2 = _load(os.path.join(ROOT, "configs", "stage2.py"))
+  assert stage2.optim.lr == pytest.approx(2.4749e-4, rel=1e-4)
+  assert stage2.optim.schedule == "constant" and stage2.warmup_epochs == 5.0
+
+
 def test_stage1_masks_students_only_in_the_paper_config():
   """The paper config masks the students' views; the demo keeps both views but no masking."""
   from input_pipeline import ops

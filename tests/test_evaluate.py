@@ -71,14 +71,14 @@ def _read_csv(path):
 
 
 def _hand_video_scores(rows):
-  """Independent of metrics.video_level: mean per (video, track), then max per video."""
+  """Independent of metrics.video_level: sigmoid(max over tracks of the mean clip logit)."""
   tracks = {}
   for r in rows:
-    tracks.setdefault((r["video_id"], r["track_id"]), []).append(float(r["prob"]))
+    tracks.setdefault((r["video_id"], r["track_id"]), []).append(float(r["logit"]))
   videos = {}
-  for (video, _), probs in tracks.items():
-    videos[video] = max(videos.get(video, -1.0), sum(probs) / len(probs))
-  return videos
+  for (video, _), logits in tracks.items():
+    videos[video] = max(videos.get(video, -np.inf), sum(logits) / len(logits))
+  return {v: 1 / (1 + np.exp(-x)) for v, x in videos.items()}
 
 
 def test_standard_report_matches_direct_computation(workdir, tmp_path):
@@ -136,18 +136,18 @@ def test_standard_report_matches_direct_computation(workdir, tmp_path):
   assert again["video"] == result["video"] and again["clip"] == result["clip"]
 
 
-def test_video_level_is_max_over_tracks_of_clip_means(workdir, multitrack_dir):
+def test_video_level_is_max_over_tracks_of_clip_mean_logits(workdir, multitrack_dir):
   config = _config(data_dir=multitrack_dir, clips_per_video=2, batch_size=8,
                    manipulations=("real", "swap", "reenact"))
   scores = scoring.Scorer(config, workdir)()
   assert len(scores) == 12 and set(scores.video_ids) == {"multi_r", "multi_f", "solo_r", "solo_f"}
   result = report.build_report(scores)
-  probs = scores.probs
   by_track = {}
-  for v, t, p in zip(scores.video_ids, scores.track_ids, probs):
-    by_track.setdefault((v, int(t)), []).append(p)
-  assert all(len(p) == 2 for p in by_track.values())
-  expected = {v: max(np.mean(by_track[(v, t)]) for t in (0, 1) if (v, t) in by_track)
+  for v, t, x in zip(scores.video_ids, scores.track_ids, scores.logits):
+    by_track.setdefault((v, int(t)), []).append(float(x))
+  assert all(len(x) == 2 for x in by_track.values())
+  expected = {v: 1 / (1 + np.exp(-max(np.mean(by_track[(v, t)]) for t in (0, 1)
+                                      if (v, t) in by_track)))
               for v in ("multi_r", "multi_f", "solo_r", "solo_f")}
   video = report.video_scores(scores)
   np.testing.assert_allclose(video["scores"], [expected[v] for v in video["video_ids"]])

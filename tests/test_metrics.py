@@ -103,3 +103,26 @@ def test_per_video_labels_refuses_inconsistent_clips():
   assert metrics.per_video_labels([1, 1, 0], ["a", "a", "b"], "labels") == {"a": 1, "b": 0}
   with pytest.raises(ValueError, match="video 'a' has clips with different labels"):
     metrics.per_video_labels([1, 0], ["a", "a"], "labels")
+
+
+def test_video_scores_average_logits_so_saturated_clips_do_not_tie():
+  """With a cosine head's scale 64, clip logits 40 and 50 both give probability 1.0 in float64:
+  a video's score averages logits (the RealForensics evaluation code), and the ranking metrics
+  run on logits, so saturated clips never tie."""
+  from fakedet.evaluation import report  # pylint: disable=import-outside-toplevel  # matplotlib
+  logits = np.array([40.0, 50.0, 60.0, 60.0, -3.0, 1.0])
+  scores = report.ClipScores(
+      index=np.arange(6), logits=logits, video_ids=["a", "a", "b", "b", "c", "c"],
+      track_ids=np.zeros(6, np.int64), manipulations=["swap", "swap", "swap", "swap", "real",
+                                                      "real"],
+      labels=np.array([1, 1, 1, 1, 0, 0]), clip_starts=np.zeros(6, np.int64))
+  assert scores.probs[0] == scores.probs[1] == 1.0  # The saturation itself.
+  video = report.video_scores(scores)
+  assert video["video_ids"] == ["a", "b", "c"]
+  np.testing.assert_allclose(video["scores"], 1 / (1 + np.exp(-np.array([45.0, 60.0, -1.0]))))
+  np.testing.assert_allclose(video["logits"], [45.0, 60.0, -1.0])
+  # Ranking metrics run on logits: the two fakes stay distinct (as probabilities they tie at 1).
+  arrays = report.level_arrays(scores)
+  assert len(set(arrays["video"]["scores"][:2])) == 2 and len(set(arrays["clip"]["scores"])) == 5
+  result = report.build_report(scores)
+  assert result["video"]["overall"]["accuracy"] == 1.0 and result["video"]["overall"]["auc"] == 1.0

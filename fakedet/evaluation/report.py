@@ -2,8 +2,10 @@
 
 Everything here is host-side and pure given the scores, so a report can be recomputed (and
 tested) from the saved per-clip table without a model. Scores are fake probabilities in [0, 1]
-(``sigmoid`` of the detector's logit): accuracy is at p = 0.5 and video scores average
-probabilities, not logits, as in the RealForensics / FakeOut evaluation code's conventions.
+(``sigmoid`` of the detector's logit): accuracy is at p = 0.5. A video's score is the sigmoid
+of its clips' mean LOGIT (max over face tracks), as the RealForensics evaluation code averages
+logits: averaging probabilities saturates with a cosine head's scale s = 64 (sigmoid(40) and
+sigmoid(50) are both 1.0 in float64), which makes ties and changes the AUC.
 """
 from __future__ import annotations
 
@@ -61,24 +63,36 @@ def class_counts(labels: Sequence[int], manipulations: Sequence[str]) -> Dict[st
 
 
 def video_scores(scores: ClipScores) -> Dict[str, Any]:
-  """Video-level arrays (sorted by video id): mean over clips per track, max over tracks."""
-  per_video = metrics.video_level(scores.probs, scores.video_ids, scores.track_ids)
+  """Video-level arrays (sorted by video id): sigmoid of (mean logit over a track's clips, max
+  over tracks); see the module docstring for why logits."""
+  per_video = metrics.video_level(scores.logits, scores.video_ids, scores.track_ids)
   labels = metrics.per_video_labels(scores.labels, scores.video_ids, "labels")
   manipulations = metrics.per_video_labels(scores.manipulations, scores.video_ids,
                                            "manipulations")
   ids = sorted(per_video)
-  return {"video_ids": ids, "scores": np.array([per_video[v] for v in ids]),
+  logits = np.array([per_video[v] for v in ids], np.float64)
+  return {"video_ids": ids, "scores": 1.0 / (1.0 + np.exp(-logits)), "logits": logits,
           "labels": np.array([labels[v] for v in ids], np.int64),
           "manipulations": [manipulations[v] for v in ids]}
 
 
 def level_arrays(scores: ClipScores) -> Dict[str, Dict[str, Any]]:
   """``{"clip"|"video": {"scores", "labels", "manipulations"}}``: what each level's metrics and
-  ROC curves are computed from."""
+  ROC curves are computed from. Scores are LOGITS (clip logits; a video's mean logit): the
+  ranking metrics are the same as on probabilities except that logits never saturate into
+  ties; ``build_report`` moves the probability threshold into logit space."""
   video = video_scores(scores)
-  return {"clip": {"scores": scores.probs, "labels": np.asarray(scores.labels),
+  return {"clip": {"scores": np.asarray(scores.logits, np.float64),
+                   "labels": np.asarray(scores.labels),
                    "manipulations": list(scores.manipulations)},
-          "video": {k: video[k] for k in ("scores", "labels", "manipulations")}}
+          "video": {"scores": video["logits"], "labels": video["labels"],
+                    "manipulations": video["manipulations"]}}
+
+
+def _logit(p: float) -> float:
+  if not 0.0 < p < 1.0:
+    raise ValueError(f"threshold={p}: a fake probability strictly between 0 and 1")
+  return float(np.log(p) - np.log1p(-p))
 
 
 def build_report(scores: ClipScores, threshold: float = 0.5) -> Dict[str, Any]:
@@ -99,7 +113,7 @@ def build_report(scores: ClipScores, threshold: float = 0.5) -> Dict[str, Any]:
   for lvl in LEVELS:
     a = arrays[lvl]
     report[lvl] = metrics.detection_report(a["labels"], a["scores"], a["manipulations"],
-                                           threshold)
+                                           _logit(threshold))
   return report
 
 

@@ -197,7 +197,9 @@ class Predictor:
     logits = self.logits(examples)
     probs = sigmoid(logits)
     track_ids = [tr.track_id for tr, starts in zip(found.tracks, per_track) for _ in starts]
-    video_prob = metrics.video_level(probs, [video_id] * len(probs), track_ids)[video_id]
+    # Logits are averaged, as the RealForensics evaluation code does (report.video_scores).
+    video_prob = float(sigmoid(np.asarray(
+        metrics.video_level(logits, [video_id] * len(probs), track_ids)[video_id])))
     out_tracks, k = [], 0
     for tr, starts in zip(found.tracks, per_track):
       n, fps = len(starts), float(tr.raw["fps"])
@@ -206,7 +208,9 @@ class Predictor:
                for j, s in enumerate(starts)]
       entry = {"track_id": tr.track_id, "start_frame": tr.start, "num_frames": tr.num_frames,
                "start_seconds": round(tr.start / fps, 3), "box": tr.box,
-               "fake_probability": float(np.mean(probs[k:k + n])), "clips": clips}
+               "fake_probability": float(sigmoid(np.mean(np.asarray(logits[k:k + n],
+                                                                      np.float64)))),
+               "clips": clips}
       if options.heatmap_dir:
         best = int(np.argmax(probs[k:k + n]))
         entry["heatmap"] = self.heatmap(tr, starts[best], float(probs[k + best]), video_id,
