@@ -6,6 +6,11 @@ from tests.tiny_configs import FAST_COMPILE  # pylint: disable=wrong-import-posi
 # Sharded code is tested on 8 simulated CPU devices; must be set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One persistent compilation cache for every test process and the CLIs they start: many tests
+# compile the same tiny programs (a stage-1 train step compiles for ~50 s on 8 simulated CPU
+# devices), and the second compile of an identical program becomes a file read.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join("/tmp", "fakedet_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 try:  # torchvision (the parity tests' reference, via timm too) crashes when it is imported
   import torchvision  # noqa: F401  after TensorFlow (which clu's writers import); before is fine.
@@ -63,3 +68,10 @@ def tiny_dir(tmp_path_factory):
   d = tmp_path_factory.mktemp("tiny")
   write_tiny(d, with_mask=True)
   return str(d)
+
+
+def pytest_collection_modifyitems(items):
+  """Integration tests first (stable otherwise): they are the long ones, and the two CI
+  workers finish together when the long tests start early and short ones fill in at the end
+  (`--dist worksteal` in the README's command lets an idle worker take queued tests)."""
+  items.sort(key=lambda item: item.get_closest_marker("integration") is None)

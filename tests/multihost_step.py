@@ -19,6 +19,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _barrier(name: str) -> None:
+  """All processes here before going on (the coordination service: no gloo deadline)."""
+  import jax
+  from jax._src import distributed
+  if jax.process_count() > 1:
+    distributed.global_state.client.wait_at_barrier(f"multihost_step_{name}", 600_000)
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--process_id", type=int, required=True)
@@ -35,7 +43,7 @@ def main():
   if args.num_processes > 1:
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
                                num_processes=args.num_processes, process_id=args.process_id)
-  import numpy as np
+  import jax.numpy as jnp
   from fakedet import optim, sharding
   from fakedet import train_state as train_state_lib
   from fakedet.evaluation import periodic
@@ -54,16 +62,22 @@ def main():
   state, shardings = train_state_lib.create(objective, tx, gbatch, jax.random.key(0), mesh)
   step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, 8, 10), shardings,
                               mesh, donate=False)
-  state, metrics = step(state, gbatch, jax.random.key(1))
-  from jax.experimental import multihost_utils
-  params = multihost_utils.process_allgather(state.params, tiled=True)
-  norm = float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
-                           for x in jax.tree.leaves(params))))
+  # Compile first, then meet: gloo gives a peer 30 s to join a collective, and on a loaded
+  # 2-core machine one process can finish compiling much later than the other.
+  key = jax.random.key(1)
+  compiled = step.lower(state, gbatch, key).compile()
+  _barrier("step")
+  state, metrics = compiled(state, gbatch, key)
+  norm_fn = jax.jit(lambda p: jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p))))
+  compiled_norm = norm_fn.lower(state.params).compile()
+  _barrier("norm")
+  norm = float(compiled_norm(state.params))
   result = {"loss": float(metrics["loss"]), "param_norm": norm, "devices": jax.device_count(),
             "processes": jax.process_count()}
   if args.eval_data_dir:
     config.input.eval.update(data_dir=args.eval_data_dir, split="val", batch_size=4)
     config.eval_batches = 0
+    _barrier("eval")
     result["eval"] = periodic.PeriodicEval(config, objective, shardings, mesh)(state)
   if jax.process_index() == 0:
     with open(args.out, "w") as f:

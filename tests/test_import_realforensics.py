@@ -190,6 +190,7 @@ def test_stage1_without_teachers_imports_students_only(tmp_path):
 
 
 # ----------------------------------------------------------------------------- stage 2
+@pytest.mark.integration  # > 5 s on 2 cores: kept out of the fast subset.
 def test_stage2_parity_full_training_file(tmp_path):
   """RGB, a Lightning CombinedLearner file (``model.`` prefix) with teacher and aux head."""
   reference = _stage2_ref(3, seed=11)

@@ -203,6 +203,7 @@ def test_text_encoder_max_pools_like_the_released_model_or_over_real_words_only(
   np.testing.assert_array_equal(out["pooled"][0, 1], 0)
 
 
+@pytest.mark.integration  # > 5 s on 2 cores: kept out of the fast subset.
 def test_text_encoder_vocab_size_holds_a_converted_table_frozen():
   model = models.get("text_encoder")(embedding_dim=4, features=6, vocab_size=100)
   tokens = jnp.array([[99, 3, 0]])

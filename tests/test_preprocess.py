@@ -278,6 +278,7 @@ def test_rerun_resumes_and_keeps_committed_shards(tmp_path, reals):
     runner.run(items[:3], out, "synth", config, num_shards=2, detector="none", progress=False)
 
 
+@pytest.mark.integration  # > 5 s on 2 cores: kept out of the fast subset.
 def test_multi_face_landmark_file_gives_one_record_per_track(tmp_path, reals):
   a, b = reals[0], reals[1]
   frames = np.concatenate([a["frames"], b["frames"]], axis=2)  # Two people side by side.

@@ -119,6 +119,7 @@ def _same(a, b):
       assert a[k] == b[k], (a["video_id"], k)
 
 
+@pytest.mark.integration  # > 5 s on 2 cores: kept out of the fast subset.
 def test_deterministic_by_seed_also_in_parallel(tiny):
   again = _generate(TINY)
   parallel = _generate(TINY, num_workers=2)

@@ -161,43 +161,8 @@ def _final_params(workdir):
   return step, restored["state"]["params"]
 
 
-def _assert_same_params(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("straight"))
-  subprocess.run(_main_cmd(workdir), cwd=ROOT, env=_env(), check=True, capture_output=True,
-                 timeout=600)
-  return workdir
-
-
-def _wait_for_checkpoint(workdir, proc, step, timeout=400):
-  path = os.path.join(workdir, "checkpoints", str(step))
-  t0 = time.time()
-  while not os.path.exists(path):
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
-    assert time.time() - t0 < timeout, f"no checkpoint {step} after {timeout}s"
-    time.sleep(0.2)
-
-
-@pytest.mark.integration
-def test_kill_9_and_resume_reaches_the_same_parameters(uninterrupted, tmp_path):
-  workdir = str(tmp_path)
-  proc = subprocess.Popen(_main_cmd(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-  _wait_for_checkpoint(workdir, proc, 4)
-  time.sleep(0.5)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  subprocess.run(_main_cmd(workdir), cwd=ROOT, env=_env(), check=True, capture_output=True,
-                 timeout=600)
-  step, params = _final_params(workdir)
-  ref_step, ref = _final_params(uninterrupted)
-  assert step == ref_step == 10
-  _assert_same_params(params, ref)
+# kill -9 and a bit-exact resume: tests/test_faults.py (random moments, async saves included)
+# and tests/test_gcs.py (on gs://).
 
 
 @pytest.mark.integration
@@ -248,6 +213,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
+def _run_pair(script, port, tmp_path, data, env, attempts=2):
+  """The two-process run; on a loaded machine gloo's 30 s deadline for a peer to join a
+  collective can still expire (the peer is starved, not wrong): kill both and retry once."""
+  import portpicker
+  for attempt in range(attempts):
+    procs = [subprocess.Popen([sys.executable, script, f"--process_id={i}", "--num_processes=2",
+                               f"--port={port}", f"--out={tmp_path}/two.json", data], cwd=ROOT,
+                              env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errors = []
+    try:
+      for p in procs:
+        _, err = p.communicate(timeout=300)
+        errors.append(err)
+    except subprocess.TimeoutExpired:
+      errors.append("timed out after 300 s")
+    finally:
+      for p in procs:
+        p.kill()
+        p.wait()
+    if all(p.returncode == 0 for p in procs):
+      return
+    if attempt + 1 == attempts or not any("gloo" in e.lower() or "timed out" in e
+                                          for e in errors):
+      raise AssertionError("\n".join(e[-3000:] for e in errors))
+    port = portpicker.pick_unused_port()
+
+
 @pytest.mark.integration
 def test_two_processes_match_one_process(tmp_path):
   """One train step, then the periodic evaluation with uneven host shares (3 and 2 clips)."""
@@ -263,12 +255,7 @@ def test_two_processes_match_one_process(tmp_path):
   script = os.path.join(ROOT, "tests", "multihost_step.py")
   env = _env()
   data = f"--eval_data_dir={tmp_path}/odd"
-  procs = [subprocess.Popen([sys.executable, script, f"--process_id={i}", "--num_processes=2",
-                             f"--port={port}", f"--out={tmp_path}/two.json", data], cwd=ROOT,
-                            env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
+  _run_pair(script, port, tmp_path, data, env)
   # The reference runs afterwards, not alongside: on a loaded 2-core machine a third process
   # starved the pair past gloo's 30 s rendezvous deadline.
   single = subprocess.run([sys.executable, script, "--process_id=0", "--num_processes=1",
