@@ -53,7 +53,8 @@ def steps_per_sec(steps: int, log_every: int, batch: int) -> list:
   config.input.sources.reals.batch_size = batch
   reports = _Reports()
   logging.getLogger().addHandler(reports)
-  logging.getLogger().setLevel(logging.INFO)
+  for name in ("", "absl"):  # absl's verbosity flag (unparsed here) would keep it at WARNING.
+    logging.getLogger(name).setLevel(logging.INFO)
   with tempfile.TemporaryDirectory() as workdir:
     train.run(config, workdir)
   return reports.values
