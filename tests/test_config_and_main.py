@@ -2,7 +2,6 @@
 import glob
 import json
 import os
-import subprocess
 import sys
 
 import ml_collections
@@ -119,22 +118,8 @@ def test_unknown_data_op_or_argument():
     data_preview.check(config)
 
 
-def _main(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "fakedet.main", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, check=False, timeout=300)
-
-
-@pytest.mark.integration
-def test_cli_rejects_unknown_override_and_wrong_type(tmp_path):
-  cfg = "--config=configs/data_preview.py:demo"
-  bad_key = _main(cfg, f"--workdir={tmp_path}", "--config.input.clip_frame=3")
-  assert bad_key.returncode != 0 and "clip_frame" in bad_key.stderr
-  bad_type = _main(cfg, f"--workdir={tmp_path}", "--config.num_steps=many")
-  assert bad_type.returncode != 0 and "num_steps" in bad_type.stderr
-  bad_trainer = _main(cfg, f"--workdir={tmp_path}", "--config.trainer=nope")
-  assert bad_trainer.returncode != 0 and "registered trainers: data_preview, train" in bad_trainer.stderr
-  assert not os.listdir(tmp_path)  # nothing was built or written
+# A mistyped key, a wrong type or an unknown trainer on the command line: one line, exit 2,
+# nothing written — tests/test_writers.py::test_cli_config_errors_are_one_line_and_exit_2.
 
 
 def _preview_config(data_dir, num_steps):

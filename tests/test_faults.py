@@ -248,7 +248,7 @@ def test_kill_9_at_random_moments_including_async_saves_resumes_bit_exact(tmp_pa
   workdir = str(tmp_path / "killed")
   rng = random.Random(0)
   kills = 0
-  for _ in range(3):  # Kill at a random moment once training is under way, three times.
+  for _ in range(2):  # Kill at a random moment once training is under way, twice.
     proc = subprocess.Popen(_cmd(workdir), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     t0 = time.time()

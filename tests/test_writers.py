@@ -117,7 +117,8 @@ def test_mistyped_override_names_the_closest_keys_in_one_line():
 def test_cli_config_errors_are_one_line_and_exit_2(tmp_path):
   for args, expect in ((["--config.input.foo=1"], "has no key 'input.foo'; closest: input"),
                        (["--config.optim.lr=abc"], "could not convert string to float"),
-                       (["--config=configs/stage1.py:demox"], "unknown variant 'demox'")):
+                       (["--config=configs/stage1.py:demox"], "unknown variant 'demox'"),
+                       (["--config.trainer=nope"], "registered trainers: data_preview, train")):
     argv = [sys.executable, "-m", "fakedet.main", "--config=configs/stage1.py:demo",
             f"--workdir={tmp_path}", *args]
     out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -125,3 +126,4 @@ def test_cli_config_errors_are_one_line_and_exit_2(tmp_path):
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert lines[-1].startswith("error: ") and expect in lines[-1], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+  assert not os.listdir(tmp_path)  # Nothing was built or written.

@@ -5,7 +5,7 @@ T, SIZE, MELS = 5, 32, 80
 
 # Tests compile many tiny programs and run each a few times: XLA:CPU's LLVM optimisation
 # dominates (a tiny ResNet init: 4.8 s → 0.9 s compile without it), run time does not matter.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def config_module(name: str):
