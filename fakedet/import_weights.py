@@ -30,7 +30,6 @@ every decision the converter took.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any, Callable, Dict, Mapping, Tuple
@@ -49,6 +48,7 @@ from fakedet import workdir as workdir_lib
 from fakedet.importers import WeightsError, mae, mmv, realforensics, torch_file
 from fakedet.importers import torchvision_resnet, wav2vec2
 from fakedet.models import vit
+from input_pipeline import records
 
 IMPORT_FILE = "import.json"
 EXPERIMENT_FORMATS = ("realforensics", "mmv", "fakeout")
@@ -147,7 +147,7 @@ def apply_updates(config: ml_collections.ConfigDict, imported) -> ml_collections
   if hasattr(imported, "pixel_mean"):
     config.model.pixel_mean = tuple(imported.pixel_mean)
     config.model.pixel_std = tuple(imported.pixel_std)
-  if "teacher" in getattr(imported, "absent", ()) and config.objective.get("aux_weight", 0) > 0:
+  if "teacher" in imported.absent and config.objective.get("aux_weight", 0) > 0:
     # The auxiliary loss predicts the teacher's targets: without the teacher the saved config
     # is an evaluation one (fine-tuning this file further is plain supervised training).
     config.objective.aux_weight = 0.0
@@ -188,23 +188,14 @@ def write(workdir: str, state: Mapping[str, Any], record: Mapping[str, Any],
   return str(directory)
 
 
-def _sha256(path: str) -> str:
-  p = epath.Path(path)
-  if p.is_dir():
-    return ""
-  digest = hashlib.sha256()
-  with p.open("rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def run(fmt: str, weights: str, workdir: str,
         config: ml_collections.ConfigDict = None) -> Dict[str, Any]:
   """Converts and writes; returns the ``import.json`` record."""
   if not epath.Path(weights).exists():
     raise FileNotFoundError(f"--weights={weights}: no such file or directory")
-  record = {"format": fmt, "weights": weights, "sha256": _sha256(weights)}
+  is_file = not epath.Path(weights).is_dir()  # A wav2vec2 checkpoint directory has no hash.
+  record = {"format": fmt, "weights": weights,
+            "sha256": records.sha256(weights) if is_file else ""}
   if fmt in EXPERIMENT_FORMATS:
     if config is None:
       raise ValueError(f"--format={fmt} fills an experiment: give --config=configs/<experiment>"
@@ -214,7 +205,7 @@ def run(fmt: str, weights: str, workdir: str,
     config = apply_updates(config, imported)
     uses_ema = objectives.get(config.objective.name)(config).uses_ema
     state = state_tree(imported.variables, uses_ema)
-    record.update(absent=list(getattr(imported, "absent", ())),
+    record.update(absent=list(imported.absent),
                   model_updates=dict(imported.model_updates), notes=list(imported.notes))
   else:
     variables, info = COMPONENT_CONVERTERS[fmt](weights)
