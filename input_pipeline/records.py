@@ -67,6 +67,8 @@ FEATURES: Dict[str, Field] = {
     "label": Field("int64", True, "0 = real, 1 = fake."),
     "manipulation": Field("bytes", True, "Forgery family name, 'real' for real videos."),
     "identity": Field("bytes", False, "Subject identity, used to split by identity."),
+    "original": Field("bytes", False, "video_id of the real video a fake was made from (UTF-8); "
+                      "absent for reals and for fakes without a known source."),
     "landmarks": Field("float", False, "[T, 68, 2] (x, y) pixel landmarks, flattened."),
     "mask": Field("bytes", False, "Per-frame PNG-encoded uint8 manipulation masks [H, W]."),
     "words": Field("bytes", False, "Word tokens (UTF-8), e.g. ASR narrations."),
@@ -134,8 +136,8 @@ def encode(record: Mapping[str, Any], jpeg_quality: int = 95, where: str = "reco
   Args:
     record: ``frames`` uint8 [T, H, W, 3] RGB, ``audio`` int16 [N], ``fps``, ``sample_rate``,
       ``video_id``, ``track_id``, ``source``, ``label``, ``manipulation`` and optionally
-      ``identity``, ``landmarks`` [T, 68, 2], ``mask`` uint8 [T, H, W], ``words``,
-      ``word_start``, ``word_end``.
+      ``identity``, ``original`` (fakes only; an empty string means none), ``landmarks``
+      [T, 68, 2], ``mask`` uint8 [T, H, W], ``words``, ``word_start``, ``word_end``.
   """
   unknown = sorted(set(record) - set(FEATURES))
   _check(not unknown, where, f"unknown field(s) {unknown}; schema fields: {sorted(FEATURES)}")
@@ -149,6 +151,9 @@ def encode(record: Mapping[str, Any], jpeg_quality: int = 95, where: str = "reco
   _check(audio.dtype == np.int16 and audio.ndim == 1, where,
          f"audio must be int16 [N], got {audio.dtype} {audio.shape}")
   _check(int(record["label"]) in (0, 1), where, f"label must be 0 or 1, got {record['label']}")
+  original = str(record.get("original") or "")
+  _check(not original or int(record["label"]) == 1, where,
+         f"original {original!r} on a real record: only fakes name the real they were made from")
   t = len(frames)
   ex = Example()
   feats = ex.features.feature
@@ -165,6 +170,8 @@ def encode(record: Mapping[str, Any], jpeg_quality: int = 95, where: str = "reco
   for key in ("video_id", "source", "manipulation", "identity"):
     if key in record:
       put(key, [str(record[key]).encode()])
+  if original:
+    put("original", [original.encode()])
   put("track_id", [int(record["track_id"])])
   put("label", [int(record["label"])])
   if "landmarks" in record:
@@ -227,7 +234,7 @@ def parse(serialized: bytes, where: str = "record") -> Dict[str, Any]:
   _check(len(out["audio"]) == 1, where, "audio must be a single bytes value")
   out["audio"] = np.frombuffer(out["audio"][0], dtype="<i2")
   out["frames"] = list(out["frames"])
-  for key in ("video_id", "source", "manipulation", "identity"):
+  for key in ("video_id", "source", "manipulation", "identity", "original"):
     if key in out:
       out[key] = out[key][0].decode()
   for key, cast in (("fps", float), ("sample_rate", int), ("track_id", int), ("label", int)):
@@ -282,6 +289,8 @@ def check_raw(raw: Mapping[str, Any], sample_rate: Optional[int] = None) -> None
          f"({needed} samples at {raw['sample_rate']} Hz, {raw['fps']} fps)")
   if "mask" in raw:
     _check(len(raw["mask"]) == t, where, f"{len(raw['mask'])} masks for {t} frames")
+  _check(raw["label"] == 1 or "original" not in raw, where,
+         f"original {raw.get('original')!r} on a real record: only fakes name their real video")
 
 
 def audio_samples(num_frames: int, fps: float, sample_rate: int) -> int:
@@ -299,7 +308,10 @@ def index_name(name: str, split: str) -> str:
 
 
 INDEX_COLUMNS = ("video_id", "track_id", "label", "manipulation", "source", "identity",
-                 "num_frames", "fps")
+                 "num_frames", "fps", "original")
+# Columns added after datasets were first written, with the value their absence means: an index
+# (or a preprocessing done-marker's rows) from before the column existed reads as all default.
+ADDED_INDEX_COLUMNS = {"original": ""}
 
 
 class ShardWriter:
@@ -416,7 +428,8 @@ def index_row(record: Mapping[str, Any]) -> Dict[str, Any]:
   return {"video_id": str(record["video_id"]), "track_id": int(record["track_id"]),
           "label": int(record["label"]), "manipulation": str(record["manipulation"]),
           "source": str(record["source"]), "identity": str(record.get("identity", "")),
-          "num_frames": int(len(record["frames"])), "fps": float(record["fps"])}
+          "num_frames": int(len(record["frames"])), "fps": float(record["fps"]),
+          "original": str(record.get("original") or "")}
 
 
 def write_manifest(out_dir: str, name: str,
@@ -432,13 +445,21 @@ def write_manifest(out_dir: str, name: str,
   manifest: Dict[str, Any] = {"name": name, "format_version": FORMAT_VERSION,
                               "formats": list(formats), "splits": {}}
   for split, (files, rows, num_shards) in splits.items():
-    index = {c: [r[c] for r in rows] for c in INDEX_COLUMNS}
+    index = {c: [_column_value(r, c) for r in rows] for c in INDEX_COLUMNS}
     write_json(join(out_dir, index_name(name, split)), index)
     manifest["splits"][split] = {"num_records": len(rows), "counts": _counts(rows),
                                  "num_shards": num_shards, "files": files,
                                  "index": index_name(name, split)}
   write_json(join(out_dir, MANIFEST), manifest)
   return manifest
+
+
+def _column_value(row: Mapping[str, Any], column: str) -> Any:
+  """``row[column]``; a column added later defaults for rows made before it (a preprocessing run
+  resumed across the upgrade has done-markers without it)."""
+  if column not in row and column in ADDED_INDEX_COLUMNS:
+    return ADDED_INDEX_COLUMNS[column]
+  return row[column]
 
 
 def _counts(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
@@ -485,5 +506,14 @@ def split_files(data_dir: str, manifest: Mapping[str, Any], split: str, fmt: str
 
 
 def read_index(data_dir: str, manifest: Mapping[str, Any], split: str) -> Dict[str, list]:
+  """The split's ``INDEX_COLUMNS`` (column → one value per record, in global record order).
+
+  An index written before a column in ``ADDED_INDEX_COLUMNS`` existed gets that column filled
+  with its default, so old datasets load unchanged.
+  """
   split_files(data_dir, manifest, split, "array_record")  # Validates the split name.
-  return json.loads((epath.Path(data_dir) / manifest["splits"][split]["index"]).read_text())
+  index = json.loads((epath.Path(data_dir) / manifest["splits"][split]["index"]).read_text())
+  n = len(index["video_id"])
+  for column, default in ADDED_INDEX_COLUMNS.items():
+    index.setdefault(column, [default] * n)
+  return index

@@ -71,13 +71,27 @@ def _by_id(listing):
   return {e.video_id: e for e in listing.entries}
 
 
+def _originals(got):
+  """Fake video_id → its `original`, after checking that every named original is a real of the
+  listing (the ids must match the reals' own, or input_pipeline.pairing finds nothing)."""
+  out = {}
+  for vid, e in got.items():
+    if e.label == 0:
+      assert e.original == "", vid
+      continue
+    out[vid] = e.original
+    if e.original:
+      assert e.original in got and got[e.original].label == 0, (vid, e.original)
+  return out
+
+
 def _round_trip(entries, tmp_path):
   """The written list is what the preprocessor reads: same items, extras in the sidecar."""
   path = str(tmp_path / "list.jsonl")
   xpath = corpora.write_list(entries, path)
   items = runner.read_list(path)
   assert [dataclasses.asdict(i) for i in items] == [
-      dict(e.item(), landmarks=e.landmarks) for e in entries]
+      dict(e.item(), landmarks=e.landmarks, original=e.original) for e in entries]
   if xpath:
     with open(xpath) as f:
       rows = [json.loads(line) for line in f]
@@ -90,10 +104,14 @@ def test_entry_fields_are_the_preprocessor_list_fields():
   assert base.REAL == records.REAL
   item_fields = {f.name for f in dataclasses.fields(video.VideoItem)}
   e = base.Entry(path="/x.mp4", video_id="c/x", split="test", label=1, manipulation="m",
-                 source="c", landmarks="/x.npy", extras={"k": 1})
+                 source="c", landmarks="/x.npy", original="c/y", extras={"k": 1})
   assert set(e.item()) == item_fields
+  assert "original" not in dataclasses.replace(e, original="").item()  # Reals' rows stay short.
   with pytest.raises(ValueError, match="reals, and only reals"):
     base.Entry(path="/x.mp4", video_id="c/x", split="test", label=0, manipulation="m", source="c")
+  with pytest.raises(ValueError, match="c/x: a real video with original 'c/y'"):
+    base.Entry(path="/x.mp4", video_id="c/x", split="test", label=0, manipulation=base.REAL,
+               source="c", original="c/y")
 
 
 # ----------------------------------------------------------------------------- FaceForensics++
@@ -128,6 +146,8 @@ def test_ffpp_lists_reals_and_the_four_methods_by_official_pairs(tmp_path, clips
       assert (e.split, e.label, e.manipulation, e.identity) == (split, 1, m, name[:3])
       assert e.extras == {"compression": "c23", "target_video": name[:3],
                           "source_video": name[4:]}
+      assert e.original == f"ffpp/c23/youtube/{name[:3]}"  # Every method keeps the target's frames.
+  assert set(_originals(got).values()) == {f"ffpp/c23/youtube/{v:03d}" for v in range(6)}
   assert not any("FaceShifter" in v for v in got)
   assert any("998_999" in n for n in listing.notes)
   _round_trip(listing.entries, tmp_path)
@@ -136,6 +156,9 @@ def test_ffpp_lists_reals_and_the_four_methods_by_official_pairs(tmp_path, clips
   assert sorted(e.video_id for e in fsh) == [
       "ffpp/c23/FaceShifter/004_005", "ffpp/c23/FaceShifter/005_004",
       "ffpp/c23/youtube/004", "ffpp/c23/youtube/005"]
+  assert _originals(_by_id(base.Listing(fsh))) == {
+      "ffpp/c23/FaceShifter/004_005": "ffpp/c23/youtube/004",
+      "ffpp/c23/FaceShifter/005_004": "ffpp/c23/youtube/005"}
   fakes_only = corpora.read("ffpp", t.root, manipulations="Face2Face", reals=False).entries
   assert {e.manipulation for e in fakes_only} == {"Face2Face"} and len(fakes_only) == 6
 
@@ -153,6 +176,8 @@ def test_ffpp_compression_and_deepfakedetection(tmp_path, clips):
   actor = got["ffpp/c40/actors/01__walk"]
   assert (dfd.split, dfd.label, dfd.identity) == ("test", 1, "01")
   assert (actor.split, actor.label, actor.identity) == ("test", 0, "01")
+  assert dfd.original == "ffpp/c40/actors/01__walk"  # The target actor in the same scene.
+  assert _originals(got)["ffpp/c40/Deepfakes/003_002"] == "ffpp/c40/youtube/003"
 
 
 def test_ffpp_errors_name_what_is_missing(tmp_path, clips):
@@ -239,6 +264,9 @@ def test_ffpp_end_to_end_through_preprocessing_into_records(tmp_path, clips):
     assert raw["label"] == (manip != "youtube") and raw["source"] == "ffpp"
     assert raw["manipulation"] == ("real" if manip == "youtube" else manip)
     assert raw["identity"] == vid.split("/")[-1][:3]
+    assert raw.get("original") == (None if manip == "youtube" else
+                                   f"ffpp/c23/youtube/{vid.split('/')[-1][:3]}")
+    assert src.index["original"][list(got).index(vid)] == raw.get("original", "")
     assert records.decode_frames(raw, [0]).shape == (1, 32, 32, 3)
     assert len(raw["audio"]) == 30 * 640  # 1.2 s at 16 kHz.
 
@@ -259,6 +287,9 @@ def test_deeperforensics_fakes_follow_the_ffpp_split_or_its_own_lists(tmp_path, 
   assert (fake.split, fake.label, fake.manipulation, fake.identity, fake.source) == (
       "test", 1, "DeeperForensics", "005", "deeperforensics")
   assert fake.extras == {"variant": "end_to_end", "target_video": "005", "source_actor": "M103"}
+  assert _originals(got) == {"deeperforensics/end_to_end/000_M101": "ffpp/c23/youtube/000",
+                             "deeperforensics/end_to_end/002_W102": "ffpp/c23/youtube/002",
+                             "deeperforensics/end_to_end/005_M103": "ffpp/c23/youtube/005"}
   assert got["ffpp/c23/youtube/005"].split == "test" and got["ffpp/c23/youtube/005"].label == 0
   assert len(got) == 3 + 6
   _round_trip(listing.entries, tmp_path)
@@ -306,6 +337,9 @@ def test_celebdf_test_list_uses_1_for_real(tmp_path, clips):
   assert fake.identity == "id1" and fake.extras == {"source_identity": "id0",
                                                     "original": "Celeb-real/id1_0003"}
   assert got["celebdf/YouTube-real/00000"].identity == ""
+  assert _originals(got) == {
+      "celebdf/Celeb-synthesis/id0_id1_0000": "celebdf/Celeb-real/id0_0000",
+      "celebdf/Celeb-synthesis/id1_id0_0003": "celebdf/Celeb-real/id1_0003"}
   _round_trip(listing.entries, tmp_path)
   with pytest.raises(corpora.CorpusError, match="--split of celebdf.*'val'"):
     corpora.read("celebdf", t.root, splits=["val"])
@@ -348,6 +382,10 @@ def test_dfdc_training_parts_and_test_set(tmp_path, clips):
   assert got["dfdc/uuuuuuuuuu"].extras["augmentations"] == {"augmenter": {"blur": {"sigma": 2}}}
   assert got["dfdc/bbbbbbbbbb"].extras == {"original": "aaaaaaaaaa.mp4",
                                             "part": "dfdc_train_part_0"}
+  assert _originals(got) == {"dfdc/bbbbbbbbbb": "dfdc/aaaaaaaaaa",
+                             "dfdc/cccccccccc": "dfdc/aaaaaaaaaa",
+                             "dfdc/uuuuuuuuuu": "", "dfdc/vvvvvvvvvv": ""}  # The test set's
+  # label files name no originals.
   _round_trip(listing.entries, tmp_path)
   subset = t.file("subset.txt", "uuuuuuuuuu\ntttttttttt\n")
   assert sorted(_by_id(corpora.read("dfdc", t.root, subset=subset))) == [
@@ -407,6 +445,7 @@ def test_fakeavceleb_categories_methods_and_test_identities(tmp_path, clips):
   lip = got["fakeavceleb/FakeVideo-FakeAudio/Asian (East)/women/id00003/00003_7_id00004_wavtolip"]
   assert lip.extras["method"] == "wav2lip" and lip.extras["target1"] == "id00004"
   assert len(got) == 5 and any("1 duplicate rows" in n for n in listing.notes)
+  assert set(_originals(got).values()) == {""}  # The metadata names no source video.
   _round_trip(listing.entries, tmp_path)
   by_method = _by_id(corpora.read("fakeavceleb", t.root, manipulation_key="method"))
   assert by_method[lip.video_id].manipulation == "wav2lip"
@@ -441,6 +480,7 @@ def test_voxceleb2_and_lrw_are_all_real(tmp_path, clips):
       "train", 0, "real", "id00012", "voxceleb2")
   assert e.extras == {"youtube_id": "21Uxsk56VDQ"}
   assert got["voxceleb2/test/id00017/01dfn2spqyE/00001"].split == "test" and len(got) == 4
+  assert _originals(got) == {}
   _round_trip(listing.entries, tmp_path)
   with pytest.raises(corpora.CorpusError, match="expected 'dev' and/or 'test'"):
     corpora.read("voxceleb2", os.path.join(t.root, "dev", "mp4"))

@@ -334,18 +334,42 @@ def test_unexpected_errors_are_skipped_not_raised(tmp_path, reals, monkeypatch):
 
 
 def test_list_file_rows_set_metadata(tmp_path):
-  rows = [{"path": "/x/a.mp4", "label": 1, "manipulation": "reenactment", "split": "test"},
+  rows = [{"path": "/x/a.mp4", "label": 1, "manipulation": "reenactment", "split": "test",
+           "original": "b"},
           {"path": "/x/b.mp4", "video_id": "custom"}]
   p = tmp_path / "list.jsonl"
   p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   items = runner.read_list(str(p), source="ffpp")
   assert items[0] == video.VideoItem(path="/x/a.mp4", video_id="a", split="test", label=1,
-                                     manipulation="reenactment", source="ffpp")
+                                     manipulation="reenactment", source="ffpp", original="b")
   assert items[1].video_id == "custom" and items[1].split == "train"
   p.write_text(json.dumps({"path": "/x/a.mp4", "lable": 1}))
   with pytest.raises(ValueError, match="lable"):
     runner.read_list(str(p))
   assert dataclasses.asdict(items[1])["landmarks"] == ""
+
+
+def test_a_fakes_original_goes_into_its_records_and_index_rows(tmp_path, reals):
+  """The list row's `original` (the real a fake was made from) flows like `identity`: item →
+  every track's record → index row, in the code the local and Beam runners share."""
+  path, lm = _write(str(tmp_path), reals[0], "a.mp4")
+  item = video.VideoItem(path=path, video_id="fake_a", label=1, manipulation="swap",
+                         original="real_a", landmarks=lm)
+  runner.init_worker(video.PreprocessConfig(crop_size=32, max_seconds=1.0), "none")
+  result = runner.work(item)
+  assert result["skip"] is None and result["faces"]
+  for data, row in result["faces"]:
+    assert records.parse(data)["original"] == row["original"] == "real_a"
+  real = dataclasses.replace(item, video_id="real_a", label=0, manipulation="real", original="")
+  data, row = runner.work(real)["faces"][0]
+  assert "original" not in records.parse(data) and row["original"] == ""
+  with pytest.raises(ValueError, match=r"real videos \(label 0\) with an 'original': \['x'\]"):
+    runner.check_items([dataclasses.replace(real, video_id="x", original="y")], "none", 1)
+  # The plan fingerprint sees a real's item as it was before the field existed, so a run
+  # interrupted then still resumes.
+  before = {k: v for k, v in dataclasses.asdict(real).items() if k != "original"}
+  assert runner._plan_item(real) == before  # pylint: disable=protected-access
+  assert runner._plan_item(item)["original"] == "real_a"  # pylint: disable=protected-access
 
 
 class _KillsWorker(str):

@@ -14,6 +14,7 @@ from tests.conftest import make_record, write_tiny
 def test_round_trip_keeps_every_field():
   rec = make_record(3, num_frames=7, label=1, manipulation="swap", with_mask=True)
   rec["landmarks"] = np.random.default_rng(0).normal(size=(7, 68, 2)).astype(np.float32)
+  rec["original"] = "vid000"
   raw = records.parse(records.encode(rec))
   frames = records.decode_frames(raw)
   assert frames.shape == rec["frames"].shape and frames.dtype == np.uint8
@@ -23,7 +24,7 @@ def test_round_trip_keeps_every_field():
   np.testing.assert_array_equal(raw["audio"], rec["audio"])
   np.testing.assert_array_equal(raw["landmarks"], rec["landmarks"])
   for key in ("fps", "sample_rate", "video_id", "track_id", "source", "label", "manipulation",
-              "identity", "words"):
+              "identity", "original", "words"):
     assert raw[key] == rec[key], key
   np.testing.assert_allclose(raw["word_start"], rec["word_start"])
   np.testing.assert_allclose(raw["word_end"], rec["word_end"])
@@ -113,6 +114,7 @@ def test_sharded_writer_layout_manifest_and_index(tmp_path):
       records.split_files(str(tmp_path), manifest, "train", "array_record"))
   assert [records.parse(source[i])["video_id"] for i in range(7)] == index["video_id"]
   assert index["num_frames"] == [30] * 7
+  assert set(index) == set(records.INDEX_COLUMNS) and index["original"] == [""] * 7
 
 
 def test_interrupted_writer_leaves_no_manifest(tmp_path):

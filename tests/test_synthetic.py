@@ -62,7 +62,7 @@ def test_records_have_the_interface(tiny):
   for split, recs in tiny.items():
     assert len(recs) == dataset.num_records(TINY, split)
     for r in recs:
-      assert set(r) == KEYS
+      assert set(r) == (KEYS | {"original"} if r["label"] else KEYS)
       t, size = TINY.num_frames, TINY.resolution
       assert r["frames"].dtype == np.uint8 and r["frames"].shape == (t, size, size, 3)
       assert r["audio"].dtype == np.int16
@@ -94,6 +94,7 @@ def test_manipulation_names_labels_and_masks(tiny):
       else:
         assert r["label"] == 1
         assert r["video_id"] == f"{_source_of(r, recs)['video_id']}/{r['manipulation']}"
+        assert r["original"] == _source_of(r, recs)["video_id"]  # input_pipeline.pairing's key.
         assert (r["mask"].reshape(len(r["mask"]), -1).max(1) > 0).all()  # Every frame.
 
 
@@ -230,6 +231,7 @@ def test_build_and_ensure_cache(tmp_path):
   for i, rec in enumerate(generated):
     raw = stored[i]
     assert raw["video_id"] == rec["video_id"] and raw["manipulation"] == rec["manipulation"]
+    assert raw.get("original", "") == stored.index["original"][i] == rec.get("original", "")
     np.testing.assert_array_equal(records.decode_frames(raw, key="mask"), rec["mask"])
     np.testing.assert_array_equal(raw["audio"], rec["audio"])
     np.testing.assert_allclose(raw["landmarks"], rec["landmarks"])

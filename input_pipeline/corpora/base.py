@@ -34,6 +34,9 @@ class Entry:
   source: str  # Corpus the file comes from ("ffpp" for the FF++ reals DeeperForensics uses).
   identity: str = ""  # Subject id where the corpus has one.
   landmarks: str = ""  # Landmark file (set by corpora.read from --landmarks_dir).
+  # Fakes: the video_id of the real video the fake was made from, exactly as this corpus' reader
+  # names that real, so the records pair up by id (input_pipeline.pairing); "" when unknown.
+  original: str = ""
   extras: Dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
   def __post_init__(self):
@@ -42,12 +45,16 @@ class Entry:
     if (self.label == 0) != (self.manipulation == REAL):
       raise ValueError(f"{self.video_id}: label {self.label} with manipulation "
                        f"{self.manipulation!r} (reals, and only reals, are {REAL!r})")
+    if self.original and not self.label:
+      raise ValueError(f"{self.video_id}: a real video with original {self.original!r} (only "
+                       f"fakes name the real they were made from)")
 
   def item(self) -> Dict[str, Any]:
     """The JSON-lines row ``python -m input_pipeline.preprocess --videos=LIST.jsonl`` reads."""
     row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extras"}
-    if not row["landmarks"]:
-      del row["landmarks"]
+    for optional in ("landmarks", "original"):
+      if not row[optional]:
+        del row[optional]
     return row
 
 

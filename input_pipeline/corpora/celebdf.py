@@ -63,11 +63,12 @@ def read(root: str) -> base.Listing:
 def _entry(folder: str, path: str, label: int, split: str) -> base.Entry:
   vid = base.stem(path)
   parts = vid.split("_")
-  extras = {}
+  extras, original = {}, ""
   identity = parts[0] if folder != "YouTube-real" else ""
   if label:  # id0_id16_0000: target id0, source id16, target video id0_0000.
     extras = {"source_identity": parts[1] if len(parts) > 2 else "",
               "original": f"Celeb-real/{parts[0]}_{parts[-1]}"}
+    original = f"{SOURCE}/{extras['original']}"  # The real's video_id.
   return base.Entry(path=path, video_id=f"{SOURCE}/{folder}/{vid}", split=split, label=label,
                     manipulation=MANIPULATION if label else base.REAL, source=SOURCE,
-                    identity=identity, extras=extras)
+                    identity=identity, original=original, extras=extras)

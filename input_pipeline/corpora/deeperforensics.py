@@ -7,7 +7,8 @@
                                                               FF++ c23)
 
 ``<target>`` is the three-digit FF++ id of the video the face was swapped onto, ``<actor>`` the
-DeeperForensics actor whose face it now shows. Variants: ``end_to_end`` (the 1,000 raw fakes of
+DeeperForensics actor whose face it now shows; a fake's ``original`` is that FF++ real (at
+``compression``, as the reals are listed). Variants: ``end_to_end`` (the 1,000 raw fakes of
 the paper), ``reenact_postprocess``, ``end_to_end_level_<1-5>``, ``end_to_end_random_level``,
 ``end_to_end_mix_<2-4>_distortions``.
 
@@ -98,6 +99,6 @@ def read(root: str, *, ffpp_root: Optional[str] = None, variant: str = "end_to_e
     entries.append(base.Entry(
         path=os.path.join(folder, on_disk.get(name, f"{name}.mp4")),
         video_id=f"{SOURCE}/{variant}/{name}", split=split, label=1, manipulation=MANIPULATION,
-        source=SOURCE, identity=target,
+        source=SOURCE, identity=target, original=ffpp.real_id(target, compression),
         extras={"variant": variant, "target_video": target, "source_actor": actor}))
   return base.Listing(entries, notes)

@@ -81,6 +81,7 @@ def read(root: str, *, subset: Optional[str] = None,
         path=path, video_id=f"{SOURCE}/{name}", split=row["split"], label=row["label"],
         manipulation=MANIPULATION if row["label"] else base.REAL, source=SOURCE,
         identity=base.stem(original) if original else (name if row.get("has_original") else ""),
+        original=f"{SOURCE}/{base.stem(original)}" if original and row["label"] else "",
         extras=extras))
   return base.Listing(entries, notes)
 

@@ -7,8 +7,10 @@
 
 A split file is a list of ``[a, b]`` pairs of original ids: the reals ``a`` and ``b`` and the
 fakes ``a_b`` and ``b_a`` of every method belong to that split (360/70/70 pairs: 720/140/140
-videos per method). FaceShifter (and DeeperForensics, its own reader) reuse the youtube reals
-and follow the same split; DeepFakeDetection has no official split (see ``read``).
+videos per method). Every method keeps the target's frames (the swaps put b's face into a's
+video, the reenactments drive a's face), so a fake's ``original`` is the youtube real ``a``.
+FaceShifter (and DeeperForensics, its own reader) reuse the youtube reals and follow the same
+split; DeepFakeDetection has no official split (see ``read``).
 """
 from __future__ import annotations
 
@@ -97,10 +99,15 @@ def original_videos(root: str, compression: str, kind: str = "youtube") -> str:
   return videos_dir(seq, compression, f"{kind} real videos")
 
 
+def real_id(vid: str, compression: str) -> str:
+  """The ``video_id`` of youtube original ``vid`` (what fakes made on it name as ``original``)."""
+  return f"{SOURCE}/{compression}/youtube/{vid}"
+
+
 def real_entry(videos: str, vid: str, split: str, compression: str) -> base.Entry:
   """The youtube original ``vid`` (shared by the FaceShifter and DeeperForensics readers)."""
   return base.Entry(path=os.path.join(videos, f"{vid}.mp4"),
-                    video_id=f"{SOURCE}/{compression}/youtube/{vid}", split=split, label=0,
+                    video_id=real_id(vid, compression), split=split, label=0,
                     manipulation=base.REAL, source=SOURCE, identity=vid,
                     extras={"compression": compression})
 
@@ -140,6 +147,7 @@ def read(root: str, *, compression: str = "c23", manipulations: Sequence[str] = 
             path=os.path.join(videos, f"{name}.mp4"),
             video_id=f"{SOURCE}/{compression}/{method}/{name}", split=split, label=1,
             manipulation=method, source=SOURCE, identity=target,
+            original=real_id(target, compression),
             extras={"compression": compression, "target_video": target, "source_video": src}))
       unlisted = [n for n in map(base.stem, base.videos_in(videos)) if n not in by_name]
       if unlisted:
@@ -153,7 +161,8 @@ def read(root: str, *, compression: str = "c23", manipulations: Sequence[str] = 
 def _deepfakedetection(root: str, compression: str, reals: bool) -> List[base.Entry]:
   """Walks the DeepFakeDetection folders (there is no list file). Names:
   ``01_02__exit_phone_room__YVGY8LOK.mp4`` (target actor 01 with actor 02's face, scene, tag)
-  and the reals ``01__exit_phone_room.mp4``."""
+  and the reals ``01__exit_phone_room.mp4``: a fake's ``original`` is the target actor's real
+  of the same scene."""
   manip = base.child(root, "manipulated_sequences", "the manipulated videos",
                      corpus="FaceForensics++")
   videos = videos_dir(base.child(manip, DFD, "the DeepFakeDetection videos",
@@ -161,12 +170,15 @@ def _deepfakedetection(root: str, compression: str, reals: bool) -> List[base.En
   out = []
   for fn in base.videos_in(videos):
     name = base.stem(fn)
-    actors = name.split("__")[0].split("_")
+    parts = name.split("__")
+    actors = parts[0].split("_")
+    original = (f"{SOURCE}/{compression}/actors/{actors[0]}__{parts[1]}" if len(parts) > 1
+                else "")
     out.append(base.Entry(
         path=os.path.join(videos, fn), video_id=f"{SOURCE}/{compression}/{DFD}/{name}",
         split="test", label=1, manipulation=DFD, source=SOURCE, identity=actors[0],
-        extras={"compression": compression, "target_video": actors[0],
-                "source_video": actors[-1]}))
+        original=original, extras={"compression": compression, "target_video": actors[0],
+                                   "source_video": actors[-1]}))
   if reals:
     actor_videos = original_videos(root, compression, "actors")
     for fn in base.videos_in(actor_videos):

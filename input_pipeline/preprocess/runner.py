@@ -63,9 +63,18 @@ def kinds(mouth: bool) -> List[str]:
 
 def fingerprint(items: Sequence[video.VideoItem], config: video.PreprocessConfig, name: str,
                 num_shards: Mapping[str, int], detector: str) -> str:
-  blob = json.dumps([[dataclasses.asdict(i) for i in items], dataclasses.asdict(config), name,
+  blob = json.dumps([[_plan_item(i) for i in items], dataclasses.asdict(config), name,
                      dict(num_shards), detector], sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _plan_item(item: video.VideoItem) -> Dict[str, Any]:
+  """An item as the plan fingerprint sees it: an empty ``original`` is left out, so a run
+  planned before the field existed still resumes."""
+  row = dataclasses.asdict(item)
+  if not row["original"]:
+    del row["original"]
+  return row
 
 
 def init_worker(config: video.PreprocessConfig, detector: str):
@@ -241,6 +250,10 @@ def check_items(items: Sequence[video.VideoItem], detector: str,
   dup = [k for k, c in ids.items() if c > 1]
   if dup:
     raise ValueError(f"duplicate video ids (split, video_id): {dup[:5]}")
+  reals = [i.video_id for i in items if i.original and not i.label]
+  if reals:
+    raise ValueError(f"real videos (label 0) with an 'original': {reals[:5]}; only fakes name the "
+                     "real video they were made from")
   splits = list(dict.fromkeys(i.split for i in items))
   if not isinstance(num_shards, int) and set(splits) - set(num_shards):
     raise ValueError(f"num_shards {dict(num_shards)} has no entry for splits "

@@ -59,6 +59,7 @@ class VideoItem:
   source: str = "videos"
   identity: str = ""
   landmarks: str = ""  # Optional landmark file (faces.load_landmarks format).
+  original: str = ""  # Fakes: video_id of the real video it was made from ("" = unknown).
 
 
 @dataclasses.dataclass
@@ -140,8 +141,9 @@ def track_records(item: VideoItem, media: decode.Media, tr: tracking.Track, trac
   base = {"audio": audio, "fps": config.fps, "sample_rate": config.sample_rate,
           "video_id": item.video_id, "track_id": track_id, "source": item.source,
           "label": int(item.label), "manipulation": item.manipulation}
-  if item.identity:
-    base["identity"] = item.identity
+  for key in ("identity", "original"):
+    if getattr(item, key):
+      base[key] = getattr(item, key)
   face = dict(base, frames=align.warp(frames, mats, config.crop_size))
   lm68 = align.transform_landmarks(tr.landmarks68, mats)
   if lm68 is not None:

@@ -6,7 +6,7 @@ keyed by the identity and video number, so any video (and any donor a forgery ne
 alone, in any process, with byte-identical results; parallel generation keeps the order.
 
 Per split the records come real first, then its fakes in `families` order, for each video of
-each identity in turn.
+each identity in turn. A fake's `original` is its real's `video_id` (same split, same frames).
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from input_pipeline import records
 from input_pipeline.synthetic import faces, forgeries, speech
 from input_pipeline.synthetic.forgeries import FAMILIES
 
-GENERATOR_VERSION = 2  # Bump when a code change alters the generated data (invalidates caches).
+GENERATOR_VERSION = 3  # Bump when a code change alters the generated data (invalidates caches).
+# 3: fakes carry `original` (their real's video_id).
 # Random streams: the first key after the seed says what is being drawn.
 _IDENTITY, _VOICE, _UTTERANCE, _AUDIO, _SCENE, _FAKE, _DONOR, _TOPIC = range(8)
 
@@ -193,7 +194,8 @@ def _video_group(config: SyntheticConfig, split: str, index: int) -> List[Dict[s
     frng = _rng(config, _FAKE, ident, video, FAMILIES.index(family))
     fake = forgeries.make(family, src, _donor(config, split, ident, frng), frng)
     out.append(dict(real, frames=fake.frames, landmarks=fake.landmarks, mask=fake.mask, label=1,
-                    manipulation=family, video_id=f"{real['video_id']}/{family}"))
+                    manipulation=family, video_id=f"{real['video_id']}/{family}",
+                    original=real["video_id"]))
   return out
 
 
