@@ -3,15 +3,17 @@
   python benchmarks/train_step.py                       # CSN-101 fwd+bwd, 2×25×64×64×3
   python benchmarks/train_step.py --csn_shape=2,25,112,112,3 --impls=native,shifted
   python benchmarks/train_step.py --config=configs/stage1.py:demo --batch=16
+  python benchmarks/train_step.py --skip_csn --config=configs/pcl_i2g.py --batch=8
 
 Part 1 times a jitted forward+backward (train-mode BatchNorm) of the paper-size CSN-101 and
 prints the ratio to the authors' PyTorch model on the same input (``--torch_seconds``: their
 fwd+bwd measured on the 2-core dev CPU, ~2.7 s for 2×3×25×64×64, ~9 s for 112×112; see
 STACK_NOTES.md). Target: ratio ≤ 1 on CPU, which needs the "shifted" depthwise conv.
 
-Part 2 (with ``--config``) times the full jitted train step — student and EMA-teacher forwards,
-both backbones, projectors, predictors, loss, optimizer and EMA update — on a random batch of
-the config's shapes, and prints steps/s and clips/s. Medians after a compile + warm-up call.
+Part 2 (with ``--config``) times the full jitted train step of any config (stage 1: student and
+EMA-teacher forwards, both backbones, projectors, predictors, loss, optimizer and EMA update) on
+a random batch of the config's shapes, and prints steps/s and clips/s — the rate the input
+pipeline must sustain (``benchmarks/i2g.py`` gives PCL's I2G supply per core). Medians after a compile + warm-up call.
 """
 import argparse
 import os
@@ -65,7 +67,9 @@ def config_step(config_arg: str, batch: int):
   rng = np.random.default_rng(0)
   video = rng.integers(0, 256, (batch, t, size, size, 3), dtype=np.uint8)
   audio = rng.normal(size=(batch, 4 * t, mels)).astype(np.float32)
-  host = {"video": video, "video_masked": video, "audio": audio, "audio_masked": audio}
+  host = {"video": video, "video_masked": video, "audio": audio, "audio_masked": audio,
+          "label": rng.integers(0, 2, batch).astype(np.int32),  # Detectors.
+          "mask": rng.random((batch, t, size, size, 1)).astype(np.float32)}  # PCL.
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.get(config.objective.name)(config)
   example = sharding.device_batch(host, objective.input_keys, mesh)

@@ -31,6 +31,9 @@ _PROTOCOL = flags.DEFINE_enum("protocol", "standard", ["standard", "robustness"]
 _CORRUPTIONS = flags.DEFINE_list("corruptions", [], "Robustness: corruption kinds (default all 7).")
 _SEVERITIES = flags.DEFINE_list("severities", ["1", "2", "3", "4", "5"],
                                 "Robustness: severities 1-5.")
+_MAPS = flags.DEFINE_integer(
+    "maps_per_class", 2, "Methods with localisation maps (PCL, RFFR): write them for this many "
+    "clips of each class to <output_dir>/maps (0 = none).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join a multi-host job (jax.distributed.initialize from the "
     "environment, plus fakedet.distributed's watchdog).")
@@ -68,7 +71,7 @@ def main(argv):
   output_dir = _OUTPUT_DIR.value or default_output_dir(directory, _PROTOCOL.value, step)
   result = protocols.evaluate_checkpoint(
       config, directory, output_dir, _PROTOCOL.value, step=step,
-      corruptions=_CORRUPTIONS.value, severities=severities)
+      corruptions=_CORRUPTIONS.value, severities=severities, maps_per_class=_MAPS.value)
   print(protocols.summary(result))
   print(f"reports written to {output_dir}")
 

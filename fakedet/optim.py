@@ -13,7 +13,9 @@ Config (``default_config()``; RealForensics stage 1 = AdamP, lr 7e-4, weight dec
                         like torch.optim.Adam) | "sgd" (heavy-ball momentum b1, decay as L2)
   optim.lr, weight_decay, b1, b2, eps
   optim.warmup_steps    linear warm-up from 0 (the first update, at step 0, uses LR 0)
-  optim.schedule        "cosine" (to 0 at total_steps) | "constant" (after warm-up)
+  optim.schedule        "cosine" (to 0 at total_steps) | "constant" (after warm-up) |
+                        "trapezoid" (the warm-up mirrored at the end: linear to 0 over the
+                        last warmup_steps; PCL's quarter up, quarter down)
   optim.grad_clip_norm  global-norm clipping of the trainable gradients; 0 = off
   optim.groups.NAME     pattern (regex, full match on the '/'-joined parameter path) and any of
                         lr, weight_decay, schedule, warmup_steps, freeze; a missing key inherits
@@ -36,7 +38,7 @@ import optax
 from fakedet import config_check
 
 OPTIMIZERS = ("adamp", "adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "trapezoid")
 EMA_SCHEDULES = ("constant", "cosine")
 DEFAULT_GROUP = "default"
 
@@ -197,6 +199,9 @@ def _check(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> Dict[str, 
     if not 0 <= s["warmup_steps"] <= total_steps:
       raise ValueError(f"{prefix}.warmup_steps={s['warmup_steps']} must lie in "
                        f"[0, total_steps={total_steps}]")
+    if s["schedule"] == "trapezoid" and 2 * s["warmup_steps"] > total_steps:
+      raise ValueError(f"{prefix}.schedule='trapezoid' ramps up and down over warmup_steps="
+                       f"{s['warmup_steps']} each: at most half of total_steps={total_steps}")
   return settings
 
 
@@ -208,6 +213,11 @@ def _schedule(s: Dict[str, Any], total_steps: int) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
   if warmup == 0:  # optax.linear_schedule with 0 steps would stay at its init value, 0.
     return optax.constant_schedule(lr)
+  if s["schedule"] == "trapezoid":
+    # Reaches lr at step `warmup` and 0 at `total_steps` (the last step runs just above 0).
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr),
+         optax.linear_schedule(lr, 0.0, warmup)], [warmup, total_steps - warmup])
   return optax.join_schedules(
       [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
 

@@ -97,17 +97,23 @@ def _crop_resize(video: np.ndarray, top: int, left: int, size: int,
   if resize is None or resize == size:
     return np.ascontiguousarray(crop)
   out = np.empty((video.shape[0], resize, resize, video.shape[-1]), video.dtype)
-  for t in range(video.shape[0]):  # dst= writes in place: no per-frame allocation.
-    cv2.resize(crop[t], (resize, resize), dst=out[t], interpolation=cv2.INTER_LINEAR)
+  for t in range(video.shape[0]):
+    if video.shape[-1] == 1:  # cv2 returns one-channel images as [H, W]: keep the axis.
+      out[t, ..., 0] = cv2.resize(crop[t], (resize, resize), interpolation=cv2.INTER_LINEAR)
+    else:  # dst= writes in place: no per-frame allocation.
+      cv2.resize(crop[t], (resize, resize), dst=out[t], interpolation=cv2.INTER_LINEAR)
   return out
 
 
 def _crop_op(op: str, key: str, out_key: Optional[str], size: int, resize: Optional[int],
-             random: bool):
+             random: bool, also: Keys = ()):
   _check_key(op, "key", key)
   _check_key(op, "out_key", out_key, optional=True)
   size = _check_int(op, "size", size, 1)
   resize = _check_int(op, "resize", resize, 1, optional=True)
+  also = _check_keys(op, "also", also) if also else ()
+  if also and out_key is not None:
+    _fail(op, "also", also, "() when out_key is set (the extra keys are cropped in place)")
 
   def fn(example, rng):
     video = _get_video(op, example, key)
@@ -122,6 +128,12 @@ def _crop_op(op: str, key: str, out_key: Optional[str], size: int, resize: Optio
       top, left = (height - size) // 2, (width - size) // 2
     out = dict(example)
     out[key if out_key is None else out_key] = _crop_resize(video, top, left, size, resize)
+    for k in also:
+      extra = _get_video(op, example, k)
+      if extra.shape[:3] != video.shape[:3]:
+        raise ValueError(f"{op}: {k!r} is {extra.shape[:3]}, {key!r} is {video.shape[:3]}; "
+                         "`also` keys must be frame-aligned with the video")
+      out[k] = _crop_resize(extra, top, left, size, resize)
     return out
 
   return fn
@@ -129,21 +141,57 @@ def _crop_op(op: str, key: str, out_key: Optional[str], size: int, resize: Optio
 
 @register("random_crop")
 def random_crop(key: str = "video", out_key: Optional[str] = None, size: int = 140,
-                resize: Optional[int] = 112):
+                resize: Optional[int] = 112, also: Keys = ()):
   """One random size x size window for the whole clip, resized to resize x resize.
 
   Writes ``out_key`` (default: overwrite ``key``); two calls with different out_keys give
   independently cropped views of the same frames (e.g. teacher "video", student
-  "video_masked"). resize=None keeps the crop size.
+  "video_masked"). resize=None keeps the crop size. ``also`` names frame-aligned [T, H, W, C]
+  fields cropped with the same window (e.g. PCL's ``mask``).
   """
-  return _crop_op("random_crop", key, out_key, size, resize, random=True)
+  return _crop_op("random_crop", key, out_key, size, resize, random=True, also=also)
 
 
 @register("center_crop")
 def center_crop(key: str = "video", out_key: Optional[str] = None, size: int = 140,
-                resize: Optional[int] = 112):
+                resize: Optional[int] = 112, also: Keys = ()):
   """Deterministic eval counterpart of `random_crop` (window centred, floor for odd margins)."""
-  return _crop_op("center_crop", key, out_key, size, resize, random=False)
+  return _crop_op("center_crop", key, out_key, size, resize, random=False, also=also)
+
+
+def _rotate(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+  """Warps every frame of [T, H, W, C] by the 2×3 affine ``matrix`` (bilinear, mirrored
+  borders: no black corners for the detector to key on)."""
+  height, width, channels = x.shape[1:]
+  out = np.empty_like(x)
+  for t in range(x.shape[0]):
+    frame = cv2.warpAffine(x[t], matrix, (width, height), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
+    out[t] = frame[..., None] if channels == 1 else frame
+  return out
+
+
+@register("rotate")
+def rotate(keys: Keys = ("video",), degrees: float = 10.0, p: float = 0.5):
+  """With probability p, one rotation by U(−degrees, degrees) about the frame centre for the
+  whole clip and every listed key (frames and their mask stay aligned)."""
+  keys = _check_keys("rotate", "keys", keys)
+  p = _check_prob("rotate", p)
+  if not (isinstance(degrees, (int, float)) and 0 <= degrees <= 180):
+    _fail("rotate", "degrees", degrees, "a number in [0, 180]")
+
+  def fn(example, rng):
+    if not rng.random() < p:
+      return dict(example)
+    angle = float(rng.uniform(-degrees, degrees))
+    out = dict(example)
+    for k in keys:
+      x = _get_video("rotate", example, k)
+      centre = ((x.shape[2] - 1) / 2.0, (x.shape[1] - 1) / 2.0)
+      out[k] = _rotate(x, cv2.getRotationMatrix2D(centre, angle, 1.0))
+    return out
+
+  return fn
 
 
 # ----------------------------------------------------------------------------- flips / colour

@@ -6,11 +6,16 @@ anything is built.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from input_pipeline import i2g
 
 def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
                   labels=(), manipulations=(), balance: str = "none",
-                  exclude_manipulations=()) -> ml_collections.ConfigDict:
+                  exclude_manipulations=(), samples_per_record: int = 1
+                  ) -> ml_collections.ConfigDict:
   """One training source. ``batch_size`` is this source's share of the GLOBAL batch."""
   return ml_collections.ConfigDict(dict(
       data_dir=data_dir,  # Local or gs:// dataset dir, or "synthetic:<preset>".
@@ -20,7 +25,29 @@ def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
       manipulations=tuple(manipulations),  # () = all; e.g. ("real", "graphics_swap").
       exclude_manipulations=tuple(exclude_manipulations),  # Held out, e.g. ("neural_texture",).
       balance=balance,  # "none" | "class" (oversample the minority class, FakeOut).
+      # Clips drawn from each record per epoch (each at its own random position): frame-level
+      # methods see many frames of a video per epoch (PCL: 32), and the epoch length counts them.
+      samples_per_record=samples_per_record,
   ))
+
+
+def i2g_config(p: float = 0.0) -> ml_collections.ConfigDict:
+  """The online inconsistency image generator (PCL + I2G §3.2; ``input_pipeline.i2g``).
+
+  ``p`` > 0 turns it on for every training source: each real clip becomes an I2G fake with
+  probability p (donor: a real of another identity from the same source on this host), every
+  clip gets a float32 ``mask`` [T, H, W, 1] (I2G's blend mask, a dataset fake's own mask or its
+  DSSIM to the paired real, zeros for reals) and the landmarks it needed are dropped. The other
+  keys are ``i2g.I2GConfig``'s fields at their defaults (the paper's values for 256-px frames;
+  ``scale_to_frames`` rescales the pixel sizes to the records' frame size).
+  """
+  fields = {f.name: f.default for f in dataclasses.fields(i2g.I2GConfig)}
+  fields["sigma_range"] = tuple(fields["sigma_range"])
+  return ml_collections.ConfigDict(dict(
+      p=p,
+      scale_to_frames=True,  # σ and the blur kernel are the paper's for 256-px crops.
+      max_donor_records=2000,  # Donor bank size cap per source and host (evenly subsampled).
+      **fields))
 
 
 def input_config() -> ml_collections.ConfigDict:
@@ -33,6 +60,7 @@ def input_config() -> ml_collections.ConfigDict:
       train_ops="center_crop(size=140, resize=112)|log_mel",
       skip_bad_records=False,  # True: skip-and-count bad records instead of failing.
       num_workers=0,  # grain worker processes (0 = in the main process).
+      i2g=i2g_config(),  # Off unless i2g.p > 0 (PCL + I2G).
       eval=ml_collections.ConfigDict(dict(
           data_dir="", split="val", batch_size=8,
           clips_per_video=0,  # 0 = every non-overlapping clip of the video.

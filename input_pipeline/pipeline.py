@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import grain
 import numpy as np
 
-from input_pipeline import ops, records, sampling, sources
+from input_pipeline import i2g_stage, ops, records, sampling, sources
 
 _skipped = set()  # Distinct records this process skipped in skip_bad_records mode.
 
@@ -80,12 +80,16 @@ def _train_example(index: int, rng: np.random.Generator, *, source: sources.Clip
                    clip_frames: int, sample_rate: int, with_mask: bool, chain: ops.Chain,
                    skip_bad_records: bool, name: str, with_words: bool = False,
                    group_sizes: Optional[Mapping[Any, int]] = None,
-                   skipped_by_group: Optional[Dict[Any, set]] = None):
+                   skipped_by_group: Optional[Dict[Any, set]] = None,
+                   i2g: Optional[i2g_stage.I2GStage] = None):
   def run():
     raw = source[index]
     example = sampling.random_clip(raw, clip_frames, rng, sample_rate=sample_rate,
-                                   with_mask=with_mask, with_words=with_words)
+                                   with_mask=with_mask and i2g is None, with_words=with_words,
+                                   with_landmarks=i2g is not None)
     example["source"] = name
+    if i2g is not None:  # On the stored frames, before any op moves them off the landmarks.
+      example = i2g(example, raw, index, rng)
     return chain(example, rng)
   example = _guard(run, skip_bad_records, lambda: source.where(index))
   if example is None and group_sizes:
@@ -111,8 +115,13 @@ def _check_group(name: str, source: sources.ClipSource, index: int,
         f"with python -m input_pipeline.validate {source.data_dir}")
 
 
-def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: int):
-  """Infinite MapDataset of record indices, reshuffled every epoch."""
+def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: int,
+                  samples_per_record: int = 1):
+  """Infinite MapDataset of record indices, reshuffled every epoch; each record appears
+  ``samples_per_record`` times per epoch (a clip at a fresh random position each time)."""
+  if samples_per_record < 1:
+    raise ValueError(f"samples_per_record={samples_per_record}: expected an integer >= 1")
+  selected = np.repeat(selected, samples_per_record)
   if balance == "none":
     return grain.MapDataset.source(selected.tolist()).shuffle(seed=seed).repeat(None)
   if balance == "class":  # Oversample the minority class: alternate real / fake.
@@ -135,7 +144,7 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
     raise ValueError(f"input.sources.{name}: no records of {source} match {selection} on "
                      f"process {process_index}/{process_count}")
   labels = np.asarray(source.index["label"])
-  stream = _index_stream(selected, labels, scfg["balance"], seed)
+  stream = _index_stream(selected, labels, scfg["balance"], seed, scfg["samples_per_record"])
   if scfg["balance"] == "class":
     group_sizes = {c: int(np.sum(labels[selected] == c)) for c in (0, 1)}
   else:
@@ -145,7 +154,10 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
                          with_words=icfg["with_words"],
                          chain=ops.build(icfg["train_ops"]),
                          skip_bad_records=icfg["skip_bad_records"], name=name,
-                         group_sizes=group_sizes, skipped_by_group={})
+                         group_sizes=group_sizes, skipped_by_group={},
+                         i2g=(i2g_stage.I2GStage.build(source, selected, icfg["i2g"],
+                                                       f"input.sources.{name}")
+                              if icfg["i2g"]["p"] > 0 else None))
   host_batch = per_host(scfg["batch_size"], process_count, f"input.sources.{name}.batch_size")
   return stream.random_map(fn, seed=_derive_seed(seed, 1)).to_iter_dataset().batch(
       host_batch, drop_remainder=True)
@@ -195,6 +207,18 @@ def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_fra
     example["valid"] = np.bool_(True)
     return chain(example, np.random.default_rng(0))  # Eval ops are deterministic.
   return _guard(run, skip_bad_records, lambda: source.where(index))
+
+
+def eval_batch(icfg: Mapping[str, Any], source: sources.ClipSource,
+               items: Sequence[Tuple[int, int]]) -> Dict[str, np.ndarray]:
+  """The eval examples of ``items`` ((record, start) pairs) stacked into one batch, built
+  exactly as ``eval_dataset`` builds them (for a few clips picked by the caller)."""
+  fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
+                         sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                         with_words=icfg["with_words"], chain=ops.build(icfg["eval"]["ops"]),
+                         skip_bad_records=False)
+  examples = [fn(item) for item in items]
+  return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
 def eval_clips(source: sources.ClipSource, clip_frames: int, clips_per_video: int,

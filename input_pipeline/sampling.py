@@ -13,7 +13,8 @@ from input_pipeline import records
 
 
 def clip(raw: Mapping[str, Any], start: int, num_frames: int, *, sample_rate: int,
-         with_mask: bool = False, with_words: bool = False) -> Dict[str, Any]:
+         with_mask: bool = False, with_words: bool = False,
+         with_landmarks: bool = False) -> Dict[str, Any]:
   """Frames [start, start+num_frames) and their audio as a pipeline example.
 
   Returns:
@@ -22,7 +23,9 @@ def clip(raw: Mapping[str, Any], start: int, num_frames: int, *, sample_rate: in
     also ``mask`` uint8 [T, H, W] (zeros when the record has no mask, i.e. a real video); with
     ``with_words`` the video's transcript: ``words`` (list of str), ``word_start``/``word_end``
     float32 [W] in seconds from the clip start, and ``clip_duration`` (s) — variable-length
-    fields that an op (``narrations``) must turn into fixed-size arrays before batching.
+    fields that an op (``narrations``) must turn into fixed-size arrays before batching; with
+    ``with_landmarks`` the clip's ``landmarks`` float32 [T, 68, 2] and the record's
+    ``identity`` (its video id when the corpus names none: I2G needs a donor of another one).
   """
   records.check_raw(raw, sample_rate)
   total = len(raw["frames"])
@@ -44,6 +47,12 @@ def clip(raw: Mapping[str, Any], start: int, num_frames: int, *, sample_rate: in
       example["mask"] = records.decode_frames(raw, idx, key="mask")
     else:
       example["mask"] = np.zeros(video.shape[:3], np.uint8)
+  if with_landmarks:
+    if "landmarks" not in raw:
+      raise records.RecordError(f"{raw['where']}: has no landmarks (I2G needs the 68 points of "
+                                "every frame; preprocess with landmarks)")
+    example["landmarks"] = np.asarray(raw["landmarks"][start:start + num_frames], np.float32)
+    example["identity"] = raw.get("identity") or raw["video_id"]
   if with_words:
     t0 = start / raw["fps"]
     example["words"] = list(raw.get("words", []))
@@ -54,10 +63,10 @@ def clip(raw: Mapping[str, Any], start: int, num_frames: int, *, sample_rate: in
 
 
 def random_clip(raw: Mapping[str, Any], num_frames: int, rng: np.random.Generator, *,
-                sample_rate: int, with_mask: bool = False,
-                with_words: bool = False) -> Dict[str, Any]:
+                sample_rate: int, with_mask: bool = False, with_words: bool = False,
+                with_landmarks: bool = False) -> Dict[str, Any]:
   """Training sampler: a uniformly random window of ``num_frames`` frames."""
   total = len(raw["frames"])
   start = int(rng.integers(0, total - num_frames + 1)) if total >= num_frames else 0
   return clip(raw, start, num_frames, sample_rate=sample_rate, with_mask=with_mask,
-              with_words=with_words)
+              with_words=with_words, with_landmarks=with_landmarks)

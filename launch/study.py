@@ -1,6 +1,7 @@
 """The miniature study on the embedded dataset: pretrain → leave-one-manipulation-out → table.
 
   python launch/study.py --workdir=/tmp/fakedet_study [--steps=N] [--methods=stage2,baseline]
+  python launch/study.py --workdir=/tmp/fakedet_study --methods=pcl,pcl_reals
 
 1. Pretraining: ``configs/stage1.py:demo`` (RealForensics stage 1) and, for FakeOut,
    ``configs/mmv.py:demo``.
@@ -9,6 +10,8 @@
    scratch; checkpoint selection by validation AUC on the three seen families) and evaluate the
    selected checkpoint with ``fakedet.evaluate`` on the held-out family + the reals of the
    TEST split (6 identities no step has seen).
+   PCL + I2G's reals-only variant trains once on the real videos (I2G makes its fakes) and is
+   scored on every family: it never sees a real forgery, so no family is "held out" of it.
 3. ``study.md`` and ``study.json`` in the workdir: video-level AUC (and clip-level, AP, EER) per
    held-out family and method, as RealForensics Table 1 / FakeOut Table 2.
 
@@ -40,9 +43,16 @@ METHODS = {
     "baseline": ("stage2.py", ",baseline", None),
     "fakeout": ("fakeout.py", "", "mmv"),
     "fakeout_video": ("fakeout.py", ",video_only", "mmv"),
+    "pcl": ("pcl_i2g.py", "", None),
+    "pcl_reals": ("pcl_i2g.py", ",reals_only", None),
 }
+# Methods that train on no forgery family: one run serves every held-out family (nothing to
+# hold out), and without a validation set of real fakes its final state is scored.
+SEES_NO_FORGERY = ("pcl_reals",)
 LABELS = {"stage2": "RealForensics (stage 1 → 2)", "baseline": "scratch CSN (plain BCE)",
-          "fakeout": "FakeOut (MMV, video + audio)", "fakeout_video": "FakeOut (MMV, video only)"}
+          "fakeout": "FakeOut (MMV, video + audio)", "fakeout_video": "FakeOut (MMV, video only)",
+          "pcl": "PCL + I2G (frames; reals, 3 families, I2G)",
+          "pcl_reals": "PCL + I2G, reals only (never sees a real forgery)"}
 PRETRAIN = {"stage1": "stage1.py:demo", "mmv": "mmv.py:demo"}
 
 
@@ -91,14 +101,16 @@ def train(config: str, workdir: str, overrides: Sequence[str] = ()) -> None:
 
 
 def evaluate(config: str, workdir: str, family: str, overrides: Sequence[str] = ()) -> Dict:
-  """The run's best checkpoint (by validation AUC on the seen families) on the held-out family
-  and the reals of the test split."""
-  out = os.path.join(workdir, "eval_holdout")
+  """The run's best checkpoint (by validation AUC on the seen families; the last one for a run
+  without model selection) on the held-out family and the reals of the test split."""
+  out = os.path.join(workdir, f"eval_{family}")
   report = os.path.join(out, "report.json")
+  best = os.path.join(workdir, "best")
   if not os.path.exists(report):
     _run(["fakedet.evaluate", f"--config=configs/{config}",
-          f"--checkpoint={os.path.join(workdir, 'best')}", f"--output_dir={out}", *overrides,
-          *config_variants.test_split_overrides(family)], os.path.join(workdir, "eval.log"))
+          f"--checkpoint={best if os.path.isdir(best) else workdir}", f"--output_dir={out}",
+          *overrides, *config_variants.test_split_overrides(family)],
+         os.path.join(workdir, "eval.log"))
   with open(report) as f:
     return json.load(f)
 
@@ -152,8 +164,8 @@ def main(argv=None) -> None:
   for m in methods:
     file, flags, init = METHODS[m]
     for family in families:
-      config = f"{file}:demo{flags},holdout={family}"
-      run_dir = os.path.join(work, m, family)
+      config = f"{file}:demo{flags}" + ("" if m in SEES_NO_FORGERY else f",holdout={family}")
+      run_dir = os.path.join(work, m, "all" if m in SEES_NO_FORGERY else family)
       overrides = [f"--config.init.workdir={os.path.join(work, init)}"] if init else []
       if args.steps:
         overrides.append(f"--config.total_steps={args.steps}")

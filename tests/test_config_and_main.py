@@ -16,7 +16,9 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo", "demo,x2"],
             "stage1.py": [None, "demo"],
             "stage2.py": [None, "demo", "baseline", "demo,baseline", "demo,holdout=reenactment"],
-            "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"]}
+            "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"],
+            "pcl_i2g.py": [None, "reals_only", "lambda=0", "demo", "demo,reals_only",
+                           "demo,holdout=reenactment,lambda=100"]}
 
 
 def _load(path, arg=None):

@@ -202,6 +202,15 @@ def test_schedules_at_specific_steps():
   assert float(optim.learning_rates(frozen, 10)["predictor"](3)) == 0.0
 
 
+def test_trapezoid_schedule_ramps_up_and_down_over_a_quarter():
+  """PCL (§4.1): linear to the peak over the first quarter, flat, linear to 0 over the last."""
+  lr = optim.learning_rates(_cfg(lr=5e-5, warmup_steps=25, schedule="trapezoid"), 100)["default"]
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 10, 25, 50, 75, 90, 100)],
+                             [0.0, 2e-5, 5e-5, 5e-5, 5e-5, 2e-5, 0.0], atol=1e-12)
+  with pytest.raises(ValueError, match="at most half"):
+    optim.learning_rates(_cfg(warmup_steps=60, schedule="trapezoid"), 100)
+
+
 def test_group_learning_rates_set_update_sizes():
   """Adam's first step is lr * sign(grad) (bias-corrected, eps ≪ |grad|): sizes = group LRs."""
   cfg = _cfg(name="adam", lr=1e-2, weight_decay=0.0)

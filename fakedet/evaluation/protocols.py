@@ -7,7 +7,8 @@ trains on the other families, the evaluator just scores and reports per manipula
 ``corrupt(kind, severity)`` prepended to ``input.eval.ops`` for each DeeperForensics perturbation
 and level (RealForensics Table 4 and Figure 7).
 
-Files (process 0 only) go to ``output_dir``: ``report.json``, ``roc.png``, ``clip_scores.csv``;
+Files (process 0 only) go to ``output_dir``: ``report.json``, ``roc.png``, ``clip_scores.csv``,
+and for methods with localisation maps (PCL, RFFR) ``maps/*.png`` (``evaluation.maps``);
 robustness adds ``robustness.json`` and ``robustness.png``. TensorBoard scalars and images go to
 the same directory at the checkpoint's step.
 """
@@ -22,6 +23,7 @@ import ml_collections
 from etils import epath
 
 from fakedet import writers
+from fakedet.evaluation import maps as maps_lib
 from fakedet.evaluation import report as report_lib
 from fakedet.evaluation.scoring import Scorer
 from input_pipeline import corruptions
@@ -141,13 +143,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str,
                         output_dir: Optional[str] = None, protocol: str = "standard", *,
                         step: Optional[int] = None, corruptions: Sequence[str] = (),
                         severities: Sequence[int] = SEVERITIES, mesh=None,
-                        tensorboard: bool = True) -> Dict[str, Any]:
+                        tensorboard: bool = True, maps_per_class: int = 2) -> Dict[str, Any]:
   """Restores ``checkpoint`` (a workdir, its checkpoints/ folder or one step folder; ``step``
   None = the latest) and runs ``protocol``; returns the report written to ``report.json``.
 
   ``output_dir`` None writes nothing (the study script may only want the dict). The robustness
   protocol adds the table of ``robustness.json`` under the key ``"robustness"``. ``mesh``
-  overrides ``config.mesh`` (tests compare device counts with it).
+  overrides ``config.mesh`` (tests compare device counts with it). ``maps_per_class`` clips of
+  each class get their ``objective.maps`` written (0 = none; methods without maps write none).
   """
   if protocol not in PROTOCOLS:
     raise ValueError(f"protocol={protocol!r}; allowed: {', '.join(PROTOCOLS)}")
@@ -157,6 +160,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str,
     result = {"protocol": protocol, "checkpoint": scorer.directory, "step": scorer.step,
               "objective": config.objective.name, "eval": eval_settings(config)}
     result.update(standard(scorer, outputs))
+    if maps_per_class > 0:
+      result["maps"] = maps_lib.write(scorer.detector, config.input, outputs, maps_per_class)
     if protocol == "robustness":
       result["robustness"] = robustness(scorer, outputs, result, corruptions, severities)
     outputs.json("report.json", {k: v for k, v in result.items() if k != "robustness"})

@@ -19,7 +19,7 @@ from fakedet.registry import Registry
 
 OBJECTIVES = Registry("objective")
 _MODULES = ("fakedet.objectives.byol_av", "fakedet.objectives.mmv_nce",
-            "fakedet.objectives.video_detector")
+            "fakedet.objectives.video_detector", "fakedet.objectives.pcl")
 
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, jax.Array]
@@ -62,6 +62,15 @@ class Objective(abc.ABC):
     del state, batch
     raise NotImplementedError(f"objective {type(self).__name__} is not a detector (no predict)")
 
+  def maps(self, state: Any, batch: Batch) -> Dict[str, jax.Array]:
+    """Per-clip images that show *where* a detector looks (PCL's inconsistency heatmap, RFFR's
+    inpainting residual): name → float32 [B, H, W] (one channel) or [B, H, W, 3], values in
+    [0, 1], at the model input's resolution (the frame the evaluator and ``fakedet.predict``
+    overlay them on). A method without such an output returns {} (the default); the predict
+    CLI then falls back to occlusion maps."""
+    del state, batch
+    return {}
+
 
 def _load_all():
   for module in _MODULES:
@@ -86,6 +95,12 @@ def is_detector(objective) -> bool:
   """Whether an objective (class or instance) overrides ``predict``, i.e. can score clips."""
   cls = objective if isinstance(objective, type) else type(objective)
   return cls.predict is not Objective.predict
+
+
+def has_maps(objective) -> bool:
+  """Whether an objective (class or instance) overrides ``maps`` (localisation images)."""
+  cls = objective if isinstance(objective, type) else type(objective)
+  return cls.maps is not Objective.maps
 
 
 def require_detector(name: str) -> None:

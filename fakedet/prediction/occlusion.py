@@ -91,11 +91,3 @@ def overlay(frame: np.ndarray, drop: np.ndarray, min_side: int = 224) -> np.ndar
   alpha = 0.6 * heat[..., None]  # Transparent where the occlusion changed nothing.
   blended = np.round((1 - alpha) * big + alpha * colour).astype(np.uint8)
   return np.concatenate([big, blended], axis=1)
-
-
-def write_png(path: str, image: np.ndarray) -> None:
-  """RGB uint8 image → PNG at ``path`` (local or ``gs://``)."""
-  ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-  if not ok:
-    raise OSError(f"could not encode {path}")
-  epath.Path(path).write_bytes(data.tobytes())

@@ -23,8 +23,10 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from fakedet import objectives as objectives_lib
 from fakedet import sharding as sharding_lib
 from fakedet.evaluation import detector as detector_lib
+from fakedet.evaluation import maps as maps_lib
 from fakedet.evaluation import metrics
 from fakedet.prediction import occlusion, tracks as tracks_lib
 from input_pipeline import ops, records, sampling, sources
@@ -236,14 +238,27 @@ class Predictor:
 
   def heatmap(self, tr: tracks_lib.FaceTrack, start: int, prob: float, video_id: str,
               options: Options) -> Dict[str, Any]:
-    """Occlusion sensitivity of the track's most fake-looking clip, written as a PNG."""
+    """A PNG of where the track's most fake-looking clip looks fake: the method's own maps
+    (``objective.maps``: PCL's consistency heatmap, RFFR's residual) where it has them, else
+    occlusion sensitivity (the drop in fake probability when a patch is covered)."""
     example = self.clip_example(tr.raw, start)
+    stem = f"{video_id.replace('/', '_')}_track{tr.track_id}"
+    frame = np.asarray(example["video"])[0]
+    if objectives_lib.has_maps(self.objective):
+      images = maps_lib.compute(self.detector, {k: np.asarray(example[k])[None]
+                                                for k in self.objective.eval_keys})
+      out = {"start_frame": tr.start + start, "kind": "maps", "png": {}}
+      for name, values in sorted(images.items()):
+        path = records.join(options.heatmap_dir, f"{stem}_{name}.png")
+        maps_lib.write_png(path, maps_lib.overlay(frame, values[0]))
+        out["png"][name] = path
+        out[f"max_{name}"] = float(np.max(values[0]))
+      return out
     drop, patch, stride = self.occlusion_map(example, prob, options)
-    name = f"{video_id.replace('/', '_')}_track{tr.track_id}.png"
-    path = records.join(options.heatmap_dir, name)
-    occlusion.write_png(path, occlusion.overlay(np.asarray(example["video"])[0], drop))
-    return {"png": path, "start_frame": tr.start + start, "patch": patch, "stride": stride,
-            "max_drop": float(drop.max()), "min_drop": float(drop.min())}
+    path = records.join(options.heatmap_dir, f"{stem}.png")
+    maps_lib.write_png(path, occlusion.overlay(frame, drop))
+    return {"png": path, "start_frame": tr.start + start, "kind": "occlusion", "patch": patch,
+            "stride": stride, "max_drop": float(drop.max()), "min_drop": float(drop.min())}
 
 
 def example_batch(icfg: Mapping[str, Any], crop_size: int, chain) -> Dict[str, np.ndarray]:

@@ -167,11 +167,12 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> float:
-  """Epoch = one pass over the FIRST source's selected records at its batch share."""
+  """Epoch = one pass over the FIRST source's selected records at its batch share (each
+  record ``samples_per_record`` times)."""
   name = sorted(config.input.sources)[0]
   scfg = config.input.sources[name]
   source = pipeline.open_source(scfg, f"input.sources.{name}")
-  n = len(sources.Selection.from_config(scfg).indices(source.index))
+  n = len(sources.Selection.from_config(scfg).indices(source.index)) * scfg.samples_per_record
   return n / scfg.batch_size
 
 
