@@ -142,3 +142,34 @@ def test_tiny_run_evaluated_with_maps_and_predicted_with_map_heatmaps(tmp_path):
   heat = entry["tracks"][0]["heatmap"]
   assert heat["kind"] == "maps" and os.path.exists(heat["png"]["inconsistency"])
   assert 0.0 <= heat["max_inconsistency"] <= 1.0
+
+
+@pytest.mark.integration
+def test_imagenet_resnet34_import_grafts_into_the_pcl_backbone(tmp_path):
+  """configs/pcl_i2g.py's init rules put a `--format=torchvision_resnet` workdir (the paper's
+  ImageNet ResNet-34, here random weights in torchvision's file layout) into the backbone."""
+  torch = pytest.importorskip("torch")
+  torchvision = pytest.importorskip("torchvision")
+  from fakedet import checkpointing, import_weights, warm_start
+  torch.manual_seed(0)
+  reference = torchvision.models.resnet34()
+  with torch.no_grad():
+    reference.layer4[2].bn2.running_mean.uniform_()
+  path = str(tmp_path / "resnet34.pth")
+  torch.save(reference.state_dict(), path)
+  import_weights.run("torchvision_resnet", path, str(tmp_path / "imagenet"))
+
+  config = pcl_i2g.get_config()
+  variables = objectives.get("pcl")(config).init(jax.random.PRNGKey(0), _batch(2))
+  state = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+  grafted = warm_start.graft(state, checkpointing.load_tree(str(tmp_path / "imagenet"), -1),
+                             pcl_i2g.IMAGENET_INIT_RULES)
+  backbone = grafted["params"]["backbone"]
+  np.testing.assert_allclose(backbone["conv1"]["kernel"],
+                             reference.conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_allclose(
+      grafted["batch_stats"]["backbone"]["layer4_2"]["bn2"]["mean"],
+      reference.layer4[2].bn2.running_mean.numpy())
+  # The PCL heads stay as initialised (nothing of theirs is in an ImageNet file).
+  np.testing.assert_array_equal(grafted["params"]["theta"]["kernel"],
+                                variables["params"]["theta"]["kernel"])
