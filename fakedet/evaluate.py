@@ -2,6 +2,7 @@
 
   python -m fakedet.evaluate [--config=configs/<experiment>.py[:variant]] --checkpoint=WORKDIR \
       [--protocol=standard|robustness] [--step=N] [--output_dir=DIR] [--config.a.b=value ...]
+      [--eval_sets=NAME=DATA_DIR[:SPLIT],...]   # several test sets, one cross-dataset table
 
 ``--checkpoint`` is the training workdir (or its ``checkpoints/`` folder, or one step folder);
 the latest step is used unless ``--step`` says otherwise. Reports go to ``--output_dir``
@@ -31,6 +32,10 @@ _PROTOCOL = flags.DEFINE_enum("protocol", "standard", ["standard", "robustness"]
 _CORRUPTIONS = flags.DEFINE_list("corruptions", [], "Robustness: corruption kinds (default all 7).")
 _SEVERITIES = flags.DEFINE_list("severities", ["1", "2", "3", "4", "5"],
                                 "Robustness: severities 1-5.")
+_EVAL_SETS = flags.DEFINE_list(
+    "eval_sets", [], "Score several test sets in one call, NAME=DATA_DIR[:SPLIT] (split default "
+    "'test'), e.g. ffpp=gs://b/ffpp_c23:test,celebdf=gs://b/celebdf,dfdc=gs://b/dfdc: a report per "
+    "set in <output_dir>/<NAME>/ and one cross-dataset table (cross_dataset.md/.json).")
 _MAPS = flags.DEFINE_integer(
     "maps_per_class", 2, "Methods with localisation maps (PCL, RFFR): write them for this many "
     "clips of each class to <output_dir>/maps (0 = none).")
@@ -64,14 +69,21 @@ def main(argv):
     config = cli.config_for(_CONFIG.value, _CHECKPOINT.value)
     directory, step = prepare(config, _CHECKPOINT.value, _STEP.value)
     severities = [int(s) for s in _SEVERITIES.value]
+    sets = protocols.parse_eval_sets(_EVAL_SETS.value) if _EVAL_SETS.value else None
+    if sets and _PROTOCOL.value != "standard":
+      raise ValueError("--eval_sets runs the standard protocol on each set; drop --protocol")
   except (FileNotFoundError, ValueError, KeyError) as e:
     cli.fail(e)
   if _DISTRIBUTED.value:
     distributed.initialize()
-  output_dir = _OUTPUT_DIR.value or default_output_dir(directory, _PROTOCOL.value, step)
-  result = protocols.evaluate_checkpoint(
-      config, directory, output_dir, _PROTOCOL.value, step=step,
-      corruptions=_CORRUPTIONS.value, severities=severities, maps_per_class=_MAPS.value)
+  kind = "cross_dataset" if sets else _PROTOCOL.value
+  output_dir = _OUTPUT_DIR.value or default_output_dir(directory, kind, step)
+  if sets:
+    result = protocols.evaluate_sets(config, directory, output_dir, sets, step=step)
+  else:
+    result = protocols.evaluate_checkpoint(
+        config, directory, output_dir, _PROTOCOL.value, step=step,
+        corruptions=_CORRUPTIONS.value, severities=severities, maps_per_class=_MAPS.value)
   print(protocols.summary(result))
   print(f"reports written to {output_dir}")
 

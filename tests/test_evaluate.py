@@ -322,3 +322,34 @@ def test_two_processes_match_one_process(workdir, multitrack_dir, tmp_path):
   np.testing.assert_array_equal(two.index, one.index)
   np.testing.assert_allclose(two.logits, one.logits, atol=1e-5)
   assert sorted(os.listdir(tmp_path / "report")).count("report.json") == 1
+
+
+def test_eval_sets_parse_names_dirs_and_splits():
+  sets = protocols.parse_eval_sets(["ffpp=gs://b/ffpp_c23:test", "celebdf=gs://b/celebdf",
+                                    "demo=synthetic:demo", "tiny_val=synthetic:tiny:val"])
+  assert sets == {"ffpp": {"data_dir": "gs://b/ffpp_c23", "split": "test"},
+                  "celebdf": {"data_dir": "gs://b/celebdf", "split": "test"},
+                  "demo": {"data_dir": "synthetic:demo", "split": "test"},
+                  "tiny_val": {"data_dir": "synthetic:tiny", "split": "val"}}
+  for bad, message in ((["x"], "NAME=DATA_DIR"), (["a/b=dir"], "NAME=DATA_DIR"),
+                       (["a=d1", "a=d2"], "twice"), ([], "empty")):
+    with pytest.raises(ValueError, match=message):
+      protocols.parse_eval_sets(bad)
+
+
+def test_several_test_sets_in_one_call_make_one_cross_dataset_table(workdir, tmp_path):
+  sets = protocols.parse_eval_sets(["val=synthetic:tiny:val", "test=synthetic:tiny:test"])
+  out = str(tmp_path / "cross")
+  result = protocols.evaluate_sets(_config(), workdir, out, sets)
+  table = result["table"]
+  assert list(table["sets"]) == ["val", "test"]
+  for name, split in (("val", "val"), ("test", "test")):
+    alone = protocols.evaluate_checkpoint(_config(split=split, clips_per_video=2), workdir,
+                                          maps_per_class=0)
+    assert table["sets"][name]["video_auc"] == pytest.approx(alone["video"]["overall"]["auc"])
+    assert os.path.exists(os.path.join(out, name, "report.json"))
+  assert table["mean"]["video_auc"] == pytest.approx(
+      (table["sets"]["val"]["video_auc"] + table["sets"]["test"]["video_auc"]) / 2)
+  md = open(os.path.join(out, "cross_dataset.md")).read()
+  assert md.startswith("| set | videos | clips | video_auc") and "| mean |" in md
+  assert json.load(open(os.path.join(out, "cross_dataset.json")))["table"] == table

@@ -202,17 +202,21 @@ def test_divergence_guard_needs_history_and_ignores_ordinary_noise():
 @pytest.mark.integration
 def test_the_summary_counts_skipped_records(tmp_path):
   data = tmp_path / "data"
-  write_tiny(data, num_real=8, num_fake=0, num_shards=1)
+  write_tiny(data, num_real=5, num_fake=3, num_shards=1)
   manifest = records.read_manifest(str(data))
   shard = records.split_files(str(data), manifest, "train", "array_record")[0]
-  recs = [make_record(i, 30) for i in range(8)]
+  recs = [make_record(i, 30) for i in range(5)] + [  # As write_tiny: the index still holds.
+      make_record(5 + j, 30, label=1, manipulation="swap" if j % 2 else "reenact")
+      for j in range(3)]
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   writer = array_record_module.ArrayRecordWriter(shard, "group_size:1")
   for i, rec in enumerate(recs):
     writer.write(b"\x00bad" if i in (2, 5) else records.encode(rec))
   writer.close()
-  config = tiny_configs.get_config("stage1")
-  config.input.sources.reals.data_dir = config.input.eval.data_dir = str(data)
+  # The tiny detector (a few-second compile; what is counted is the trainer's, not the model's).
+  config = tiny_detector_config.get_config()
+  config.input.sources.main.data_dir = config.input.eval.data_dir = str(data)
+  config.input.sources.main.balance = "none"
   config.input.eval.split = "train"
   config.input.skip_bad_records = True
   config.total_steps = 4

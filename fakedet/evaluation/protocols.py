@@ -170,8 +170,80 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str,
   return result
 
 
+def parse_eval_sets(spec: Sequence[str]) -> Dict[str, Dict[str, str]]:
+  """``["ffpp=gs://b/ffpp:test", "celebdf=gs://b/celebdf"]`` → ``{name: {"data_dir", "split"}}``
+  (split defaults to "test"); names must be unique and path-safe (they name output folders)."""
+  sets: Dict[str, Dict[str, str]] = {}
+  for item in spec:
+    name, sep, where = item.partition("=")
+    data_dir, split = where, "test"
+    head, colon, tail = where.rpartition(":")
+    # A split is a bare name after the last colon; "gs://..." and "synthetic:<preset>" keep
+    # their own colon.
+    if colon and tail and "/" not in tail and head not in ("gs", "", "synthetic"):
+      data_dir, split = head, tail
+    if not sep or not name or not data_dir or not name.replace("_", "").replace("-", "").replace(
+        "+", "").isalnum():
+      raise ValueError(f"--eval_sets entry {item!r}: expected NAME=DATA_DIR[:SPLIT] with a name "
+                       "of letters, digits, _ - +")
+    if name in sets:
+      raise ValueError(f"--eval_sets names {name!r} twice")
+    sets[name] = {"data_dir": data_dir, "split": split}
+  if not sets:
+    raise ValueError("--eval_sets is empty: give NAME=DATA_DIR[:SPLIT],...")
+  return sets
+
+
+def set_input(icfg: ml_collections.ConfigDict, data_dir: str,
+              split: str) -> ml_collections.ConfigDict:
+  """The input section scoring every video of ``split`` in ``data_dir`` (the training config's
+  label / manipulation filters belong to its own data and are dropped)."""
+  out = ml_collections.ConfigDict(icfg.to_dict())
+  out.eval.update(data_dir=data_dir, split=split, labels=(), manipulations=(),
+                  exclude_manipulations=())
+  return out
+
+
+def evaluate_sets(config: ml_collections.ConfigDict, checkpoint: str, output_dir: Optional[str],
+                  sets: Mapping[str, Mapping[str, str]], *, step: Optional[int] = None,
+                  mesh=None, tensorboard: bool = True) -> Dict[str, Any]:
+  """One restored detector on several test sets (one compilation: the eval ops are shared):
+  the standard report of each in ``<output_dir>/<name>/`` and the cross-dataset table
+  (``report.cross_dataset_table``) in ``cross_dataset.json`` / ``cross_dataset.md``."""
+  first = next(iter(sets.values()))
+  base = ml_collections.ConfigDict(config.to_dict())
+  base.input = set_input(config.input, first["data_dir"], first["split"])
+  scorer = Scorer(base, checkpoint, step, mesh)
+  reports = {}
+  for name, where in sets.items():
+    icfg = set_input(config.input, where["data_dir"], where["split"])
+    outputs = Outputs(str(epath.Path(output_dir) / name) if output_dir else None, scorer.step,
+                      tensorboard)
+    try:
+      rep = {"checkpoint": scorer.directory, "step": scorer.step,
+             "objective": config.objective.name, "eval": {**eval_settings(config), **where}}
+      rep.update(standard(scorer, outputs, icfg))
+      outputs.json("report.json", rep)
+    finally:
+      outputs.close()
+    logging.info("%s: video AUC %.4f", name, rep["video"]["overall"]["auc"])
+    reports[name] = rep
+  table = report_lib.cross_dataset_table(reports)
+  result = {"protocol": "cross_dataset", "checkpoint": scorer.directory, "step": scorer.step,
+            "objective": config.objective.name, "table": table, "reports": reports}
+  if output_dir and jax.process_index() == 0:
+    report_lib.write_json(str(epath.Path(output_dir) / "cross_dataset.json"),
+                          {k: v for k, v in result.items() if k != "reports"})
+    (epath.Path(output_dir) / "cross_dataset.md").write_text(
+        "\n".join(report_lib.cross_dataset_lines(table)) + "\n")
+  return result
+
+
 def summary(result: Mapping[str, Any]) -> str:
   """The short text the CLI prints."""
+  if result.get("protocol") == "cross_dataset":
+    return "\n".join([f"{result['objective']} step {result['step']}: {len(result['reports'])} "
+                      "evaluation sets"] + report_lib.cross_dataset_lines(result["table"]))
   lines = [f"{result['objective']} step {result['step']} on {result['eval']['data_dir']} "
            f"{result['eval']['split']}: {result['num_videos']} videos, {result['num_clips']} clips"
            + (f", {result['missing_clips']} not scored" if result["missing_clips"] else "")]

@@ -192,6 +192,35 @@ def robustness_lines(table: Mapping[str, Any], level: str = "video") -> List[str
   return lines
 
 
+def cross_dataset_table(reports: Mapping[str, Mapping[str, Any]]) -> Dict[str, Any]:
+  """One row per evaluation set (its overall clip- and video-level AUC / AP / EER and sizes)
+  plus their unweighted mean: the cross-dataset table of the papers (train on one corpus,
+  test on several)."""
+  metrics_ = ("auc", "ap", "eer")
+  rows = {}
+  for name, rep in reports.items():
+    row = {f"{lvl}_{m}": float(rep[lvl]["overall"][m]) for lvl in LEVELS for m in metrics_}
+    row.update(num_videos=int(rep["num_videos"]), num_clips=int(rep["num_clips"]))
+    rows[name] = row
+  keys = [f"{lvl}_{m}" for lvl in LEVELS for m in metrics_]
+  mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys} if rows else {}
+  return {"sets": rows, "mean": mean}
+
+
+def cross_dataset_lines(table: Mapping[str, Any]) -> List[str]:
+  """Markdown: the sets as rows, video- then clip-level AUC / AP / EER (%) as columns."""
+  keys = [f"{lvl}_{m}" for lvl in LEVELS for m in ("auc", "ap", "eer")]
+  lines = ["| set | videos | clips | " + " | ".join(keys) + " |",
+           "|---|---:|---:|" + "---:|" * len(keys)]
+  for name, row in table["sets"].items():
+    lines.append(f"| {name} | {row['num_videos']} | {row['num_clips']} | "
+                 + " | ".join(f"{100 * row[k]:.2f}" for k in keys) + " |")
+  if table["mean"]:
+    lines.append("| mean | | | " + " | ".join(f"{100 * table['mean'][k]:.2f}" for k in keys)
+                 + " |")
+  return lines
+
+
 # ----------------------------------------------------------------------------- files
 def write_json(path: str, obj: Any) -> None:
   epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
