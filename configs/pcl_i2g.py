@@ -8,8 +8,7 @@ ResNet-34 layer3 features (H/16 × 256) → the 4D consistency volume (Eq. 1) ag
 1 − |M_i − M_j| (Eq. 2), BCE (Eq. 3) + the classification BCE, L = 10·L_pcl + L_cls (Eq. 4).
 256×256 inputs with ImageNet mean/std; Adam (0.9, 0.999, 1e-8), batch 128, lr linearly up to
 5e-5 over the first quarter and down to 0 over the last, 150 epochs. A video's score is the
-shared evaluator's σ(mean frame logit) (the paper: the mean of frame scores; the two rank videos
-alike unless scores saturate).
+mean of its frames' fake probabilities (``input.eval.video_score="mean_prob"``).
 
   # ImageNet ResNet-34 (user-supplied torchvision file; nothing downloads):
   python -m fakedet.import_weights --format=torchvision_resnet --stage_blocks=3,4,6,3 \
@@ -78,6 +77,7 @@ def get_config(arg=None):
                                             samples_per_record=32)})
   config.input.eval.split = "val"
   config.input.eval.clips_per_video = 32
+  config.input.eval.video_score = "mean_prob"  # §4.1: "the mean of the frame scores".
   config.input.eval.batch_size = 128
   config.input.num_workers = 16  # I2G runs in the input workers (benchmarks/i2g.py).
 

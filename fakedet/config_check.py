@@ -60,6 +60,9 @@ def check_input(icfg: Mapping[str, Any]) -> None:
   check_against(icfg, input_config_lib.input_config(), "input", open_keys=("input.sources",))
   ops.check_spec(icfg.train_ops)
   ops.check_spec(icfg.eval.ops)
+  if icfg.eval.video_score not in ("mean_logit", "mean_prob"):
+    raise ValueError(f"input.eval.video_score={icfg.eval.video_score!r}; allowed: 'mean_logit' "
+                     "(σ of the mean clip logit), 'mean_prob' (mean clip probability)")
   for name, src in icfg.sources.items():
     if src.balance not in ("none", "class"):
       raise ValueError(f"input.sources.{name}.balance={src.balance!r}; allowed: 'none', 'class'")

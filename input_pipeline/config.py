@@ -68,5 +68,8 @@ def input_config() -> ml_collections.ConfigDict:
           manipulations=(),  # () = all; e.g. ("real", "graphics_swap").
           exclude_manipulations=(),  # Held out, e.g. ("neural_texture",).
           ops="center_crop(size=140, resize=112)|log_mel",
+          # A face track's score from its clips: "mean_logit" (σ of the mean logit, the
+          # RealForensics code) or "mean_prob" (mean probability, PCL); max over tracks.
+          video_score="mean_logit",
       )),
   ))

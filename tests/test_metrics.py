@@ -126,3 +126,30 @@ def test_video_scores_average_logits_so_saturated_clips_do_not_tie():
   assert len(set(arrays["video"]["scores"][:2])) == 2 and len(set(arrays["clip"]["scores"])) == 5
   result = report.build_report(scores)
   assert result["video"]["overall"]["accuracy"] == 1.0 and result["video"]["overall"]["auc"] == 1.0
+
+
+def test_mean_prob_video_score_averages_probabilities_and_thresholds_them():
+  """PCL's rule (``input.eval.video_score="mean_prob"``): a track scores the mean of its clips'
+  probabilities, a video the max over tracks; accuracy thresholds that probability."""
+  from fakedet.evaluation import report  # pylint: disable=import-outside-toplevel  # matplotlib
+  logits = np.array([4.0, -3.0, 0.5, 0.5, -3.0, 1.0, -2.0, -2.0])
+  scores = report.ClipScores(
+      index=np.arange(8), logits=logits, video_ids=["a", "a", "b", "b", "c", "c", "c", "c"],
+      track_ids=np.array([0, 0, 0, 0, 0, 0, 1, 1]), manipulations=["swap"] * 4 + ["real"] * 4,
+      labels=np.array([1, 1, 1, 1, 0, 0, 0, 0]), clip_starts=np.zeros(8, np.int64),
+      video_score="mean_prob")
+  p = 1 / (1 + np.exp(-logits))
+  video = report.video_scores(scores)
+  expected = [(p[0] + p[1]) / 2, p[2], max((p[4] + p[5]) / 2, p[6])]
+  np.testing.assert_allclose(video["scores"], expected)
+  assert report.track_mean(logits, scores.video_ids, scores.track_ids,
+                           "mean_prob") == pytest.approx(dict(zip("abc", expected)))
+  # a: mean probability 0.515 (fake, right); σ of the mean logit would say σ(0.5) = 0.62. c:
+  # 0.389 (real, right) where σ(mean logit) = σ(-1) = 0.269.
+  by_logit = report.video_scores(report.ClipScores(**{**scores.__dict__,
+                                                      "video_score": "mean_logit"}))
+  np.testing.assert_allclose(by_logit["scores"], 1 / (1 + np.exp(-np.array([0.5, 0.5, -1.0]))))
+  result = report.build_report(scores)
+  assert result["video"]["overall"]["accuracy"] == 1.0
+  with pytest.raises(ValueError, match="video_score"):
+    report.video_scores(report.ClipScores(**{**scores.__dict__, "video_score": "median"}))

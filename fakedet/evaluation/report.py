@@ -42,6 +42,10 @@ class ClipScores:
   labels: np.ndarray  # [N] int64, 1 = fake.
   clip_starts: np.ndarray  # [N] int64, first frame of the clip.
   missing: int = 0  # Clips of the split that were not scored (skipped bad records).
+  # How a track's clips make its score (``input.eval.video_score``): "mean_logit" (σ of the
+  # mean logit, RealForensics' code) or "mean_prob" (the mean probability, PCL's "mean of the
+  # frame scores"). A video is the max over its tracks either way.
+  video_score: str = "mean_logit"
 
   @property
   def probs(self) -> np.ndarray:
@@ -62,31 +66,59 @@ def class_counts(labels: Sequence[int], manipulations: Sequence[str]) -> Dict[st
   return counts
 
 
+VIDEO_SCORES = ("mean_logit", "mean_prob")
+
+
+def track_mean(logits, video_ids: Sequence[str], track_ids: Sequence[int],
+               rule: str = "mean_logit") -> Dict[str, float]:
+  """Video id → fake probability: per track the mean of its clips' logits then σ
+  ("mean_logit") or the mean of their probabilities ("mean_prob"); max over tracks."""
+  if rule not in VIDEO_SCORES:
+    raise ValueError(f"video_score={rule!r}; allowed: {', '.join(VIDEO_SCORES)}")
+  logits = np.asarray(logits, np.float64)
+  values = logits if rule == "mean_logit" else 1.0 / (1.0 + np.exp(-logits))
+  per_video = metrics.video_level(values, video_ids, track_ids)
+  if rule == "mean_logit":
+    return {v: float(1.0 / (1.0 + np.exp(-x))) for v, x in per_video.items()}
+  return per_video
+
+
 def video_scores(scores: ClipScores) -> Dict[str, Any]:
-  """Video-level arrays (sorted by video id): sigmoid of (mean logit over a track's clips, max
-  over tracks); see the module docstring for why logits."""
-  per_video = metrics.video_level(scores.logits, scores.video_ids, scores.track_ids)
+  """Video-level arrays (sorted by video id): ``scores`` are fake probabilities by the clip
+  scores' ``video_score`` rule, ``ranking`` what the ranking metrics use — the mean logit for
+  "mean_logit" (see the module docstring for why), the probability itself for "mean_prob"."""
+  rule = scores.video_score
+  if rule not in VIDEO_SCORES:
+    raise ValueError(f"video_score={rule!r}; allowed: {', '.join(VIDEO_SCORES)}")
+  values = (np.asarray(scores.logits, np.float64) if rule == "mean_logit" else scores.probs)
+  per_video = metrics.video_level(values, scores.video_ids, scores.track_ids)
   labels = metrics.per_video_labels(scores.labels, scores.video_ids, "labels")
   manipulations = metrics.per_video_labels(scores.manipulations, scores.video_ids,
                                            "manipulations")
   ids = sorted(per_video)
-  logits = np.array([per_video[v] for v in ids], np.float64)
-  return {"video_ids": ids, "scores": 1.0 / (1.0 + np.exp(-logits)), "logits": logits,
-          "labels": np.array([labels[v] for v in ids], np.int64),
-          "manipulations": [manipulations[v] for v in ids]}
+  ranking = np.array([per_video[v] for v in ids], np.float64)
+  probs = 1.0 / (1.0 + np.exp(-ranking)) if rule == "mean_logit" else ranking
+  out = {"video_ids": ids, "scores": probs, "ranking": ranking,
+         "labels": np.array([labels[v] for v in ids], np.int64),
+         "manipulations": [manipulations[v] for v in ids]}
+  if rule == "mean_logit":
+    out["logits"] = ranking
+  return out
 
 
 def level_arrays(scores: ClipScores) -> Dict[str, Dict[str, Any]]:
-  """``{"clip"|"video": {"scores", "labels", "manipulations"}}``: what each level's metrics and
-  ROC curves are computed from. Scores are LOGITS (clip logits; a video's mean logit): the
-  ranking metrics are the same as on probabilities except that logits never saturate into
-  ties; ``build_report`` moves the probability threshold into logit space."""
+  """``{"clip"|"video": {"scores", "labels", "manipulations", "logit_space"}}``: what each
+  level's metrics and ROC curves are computed from. Clip scores are LOGITS, and so are video
+  scores under "mean_logit" (a video's mean logit): the ranking metrics are the same as on
+  probabilities except that logits never saturate into ties; ``build_report`` moves the
+  probability threshold into logit space where ``logit_space``."""
   video = video_scores(scores)
   return {"clip": {"scores": np.asarray(scores.logits, np.float64),
                    "labels": np.asarray(scores.labels),
-                   "manipulations": list(scores.manipulations)},
-          "video": {"scores": video["logits"], "labels": video["labels"],
-                    "manipulations": video["manipulations"]}}
+                   "manipulations": list(scores.manipulations), "logit_space": True},
+          "video": {"scores": video["ranking"], "labels": video["labels"],
+                    "manipulations": video["manipulations"],
+                    "logit_space": scores.video_score == "mean_logit"}}
 
 
 def _logit(p: float) -> float:
@@ -113,7 +145,7 @@ def build_report(scores: ClipScores, threshold: float = 0.5) -> Dict[str, Any]:
   for lvl in LEVELS:
     a = arrays[lvl]
     report[lvl] = metrics.detection_report(a["labels"], a["scores"], a["manipulations"],
-                                           _logit(threshold))
+                                           _logit(threshold) if a["logit_space"] else threshold)
   return report
 
 
@@ -242,14 +274,14 @@ def write_clip_csv(path: str, scores: ClipScores) -> None:
                   repr(float(scores.logits[i])), repr(float(probs[i]))])
 
 
-def read_clip_csv(path: str) -> ClipScores:
+def read_clip_csv(path: str, video_score: str = "mean_logit") -> ClipScores:
   with epath.Path(path).open("r") as f:
     rows = list(csv.DictReader(f))
   col = lambda k, t: np.array([t(r[k]) for r in rows])
   return ClipScores(index=col("index", int), logits=col("logit", float).astype(np.float32),
                     video_ids=[r["video_id"] for r in rows], track_ids=col("track_id", int),
                     manipulations=[r["manipulation"] for r in rows], labels=col("label", int),
-                    clip_starts=col("clip_start", int))
+                    clip_starts=col("clip_start", int), video_score=video_score)
 
 
 # ----------------------------------------------------------------------------- plots

@@ -117,7 +117,8 @@ def host_batches(icfg: Mapping[str, Any], lookup, num_items: int, *,
 
 
 # ----------------------------------------------------------------------------- scoring
-def collect(outputs: Sequence[Mapping[str, np.ndarray]], meta: Mapping[str, Any]) -> ClipScores:
+def collect(outputs: Sequence[Mapping[str, np.ndarray]], meta: Mapping[str, Any],
+            video_score: str = "mean_logit") -> ClipScores:
   """ClipScores in clip order from replicated (logit, position) batches; padding dropped."""
   logits = np.concatenate([np.asarray(o["logit"], np.float32) for o in outputs])
   index = np.concatenate([np.asarray(o["index"], np.int64) for o in outputs])
@@ -131,7 +132,7 @@ def collect(outputs: Sequence[Mapping[str, np.ndarray]], meta: Mapping[str, Any]
   return ClipScores(index=index, logits=logits, video_ids=pick(meta["video_ids"]),
                     track_ids=meta["track_ids"][index],
                     manipulations=pick(meta["manipulations"]), labels=meta["labels"][index],
-                    clip_starts=meta["clip_starts"][index],
+                    clip_starts=meta["clip_starts"][index], video_score=video_score,
                     missing=len(meta["labels"]) - len(index))
 
 
@@ -147,7 +148,7 @@ def score_clips(icfg: ml_collections.ConfigDict, score: ScoreFn,
     outputs.append(score(batch))
     if log_every and (i + 1) % log_every == 0:
       logging.info("scored %d batches", i + 1)
-  scores = collect(outputs, meta)
+  scores = collect(outputs, meta, icfg["eval"]["video_score"])
   if scores.missing:
     logging.warning("%d of %d evaluation clips were not scored (skipped bad records)",
                     scores.missing, len(items))

@@ -4,7 +4,7 @@ Clips are cut and transformed exactly as the evaluator does on records (``sampli
 ``config.input.eval.ops``, deterministic), scored by the evaluator's own restored detector
 (``evaluation.detector``: ``objective.predict`` with the trainer's parameter shardings), and
 aggregated as the evaluator aggregates: clip probability = σ(logit), track = mean over its clips,
-video = max over tracks (``metrics.video_level``).
+video = max over tracks (``report.track_mean``, by ``input.eval.video_score``).
 
 Batches are padded to a power-of-two multiple of the mesh's batch devices (at most
 ``batch_size``), so a run compiles a handful of shapes however many clips each file gives.
@@ -27,7 +27,7 @@ from fakedet import objectives as objectives_lib
 from fakedet import sharding as sharding_lib
 from fakedet.evaluation import detector as detector_lib
 from fakedet.evaluation import maps as maps_lib
-from fakedet.evaluation import metrics
+from fakedet.evaluation import report
 from fakedet.prediction import occlusion, tracks as tracks_lib
 from input_pipeline import ops, records, sampling, sources
 from input_pipeline.preprocess import decode, video
@@ -199,9 +199,9 @@ class Predictor:
     logits = self.logits(examples)
     probs = sigmoid(logits)
     track_ids = [tr.track_id for tr, starts in zip(found.tracks, per_track) for _ in starts]
-    # Logits are averaged, as the RealForensics evaluation code does (report.video_scores).
-    video_prob = float(sigmoid(np.asarray(
-        metrics.video_level(logits, [video_id] * len(probs), track_ids)[video_id])))
+    # Clips → tracks → video as the evaluator aggregates (input.eval.video_score).
+    rule = self.icfg.eval.video_score
+    video_prob = report.track_mean(logits, [video_id] * len(probs), track_ids, rule)[video_id]
     out_tracks, k = [], 0
     for tr, starts in zip(found.tracks, per_track):
       n, fps = len(starts), float(tr.raw["fps"])
@@ -210,8 +210,8 @@ class Predictor:
                for j, s in enumerate(starts)]
       entry = {"track_id": tr.track_id, "start_frame": tr.start, "num_frames": tr.num_frames,
                "start_seconds": round(tr.start / fps, 3), "box": tr.box,
-               "fake_probability": float(sigmoid(np.mean(np.asarray(logits[k:k + n],
-                                                                      np.float64)))),
+               "fake_probability": report.track_mean(logits[k:k + n], [video_id] * n,
+                                                     [tr.track_id] * n, rule)[video_id],
                "clips": clips}
       if options.heatmap_dir:
         best = int(np.argmax(probs[k:k + n]))
