@@ -11,7 +11,7 @@ ResNet-34 layer3 features (H/16 × 256) → the 4D consistency volume (Eq. 1) ag
 mean of its frames' fake probabilities (``input.eval.video_score="mean_prob"``).
 
   # ImageNet ResNet-34 (user-supplied torchvision file; nothing downloads):
-  python -m fakedet.import_weights --format=torchvision_resnet --stage_blocks=3,4,6,3 \
+  python -m fakedet.import_weights --format=torchvision_resnet34 \
       --weights=resnet34-b627a593.pth --workdir=gs://BUCKET/imagenet_r34
   python -m fakedet.main --config=configs/pcl_i2g.py --workdir=gs://BUCKET/pcl \
       --config.init.workdir=gs://BUCKET/imagenet_r34 \
@@ -46,7 +46,7 @@ TRAIN_OPS = ("random_crop(size={crop}, resize={size}, also=('mask',))"
              "|flip(keys=('video', 'mask'))"
              "|rotate(keys=('video', 'mask'), degrees=10.0, p=0.5)")
 EVAL_OPS = "center_crop(size={crop}, resize={size})"
-# ImageNet ResNet-34 from a `python -m fakedet.import_weights --format=torchvision_resnet`
+# ImageNet ResNet-34 from a `python -m fakedet.import_weights --format=torchvision_resnet34`
 # workdir (config.init.workdir): its weights sit at the top of the saved state.
 IMAGENET_INIT_RULES = (("params", "params/backbone"), ("batch_stats", "batch_stats/backbone"))
 DEMO_STEPS = 2000

@@ -20,7 +20,8 @@ such as ``("params", "params/audio_encoder/wav2vec2")``):
 
   wav2vec2            a Hugging Face checkpoint directory (config.json + model.safetensors)
   mae                 an MAE ``.pth`` (encoder, or encoder + decoder) or a timm ViT-B/16 ``.pth``
-  torchvision_resnet  a torchvision ResNet-18/34 ``.pth`` (``--stage_blocks``)
+  torchvision_resnet  a torchvision ResNet-18/34 ``.pth`` (``--stage_blocks``; or name the depth:
+                      ``torchvision_resnet18``, ``torchvision_resnet34``)
 
 The config is adjusted to what the file decides (``model_updates``: e.g. a stage-2 file without
 its teacher switches ``model.teacher`` off; the stem's normalisation for RealForensics), and the
@@ -52,7 +53,10 @@ from input_pipeline import records
 
 IMPORT_FILE = "import.json"
 EXPERIMENT_FORMATS = ("realforensics", "mmv", "fakeout")
-COMPONENT_FORMATS = ("wav2vec2", "mae", "torchvision_resnet")
+COMPONENT_FORMATS = ("wav2vec2", "mae", "torchvision_resnet", "torchvision_resnet18",
+                     "torchvision_resnet34")
+# The depth names torchvision files come with (PCL starts from ResNet-34).
+RESNET_BLOCKS = {"torchvision_resnet18": (2, 2, 2, 2), "torchvision_resnet34": (3, 4, 6, 3)}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The experiment config the weights fill (experiment formats).",
@@ -123,14 +127,15 @@ def _mae(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
                                      "dropped": len(out["dropped"])}
 
 
-def _torchvision_resnet(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-  blocks = tuple(int(b) for b in _STAGE_BLOCKS.value)
+def _torchvision_resnet(path: str, blocks=None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+  blocks = tuple(int(b) for b in (blocks or _STAGE_BLOCKS.value))
   tensors = torch_file.load(path)
   return torchvision_resnet.convert(tensors, blocks, source=path), {"stage_blocks": list(blocks)}
 
 
 COMPONENT_CONVERTERS: Dict[str, Callable] = {
-    "wav2vec2": _wav2vec2, "mae": _mae, "torchvision_resnet": _torchvision_resnet}
+    "wav2vec2": _wav2vec2, "mae": _mae, "torchvision_resnet": _torchvision_resnet,
+    **{name: (lambda path, b=b: _torchvision_resnet(path, b)) for name, b in RESNET_BLOCKS.items()}}
 
 
 # ----------------------------------------------------------------------------- workdir

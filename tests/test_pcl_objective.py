@@ -157,7 +157,8 @@ def test_imagenet_resnet34_import_grafts_into_the_pcl_backbone(tmp_path):
     reference.layer4[2].bn2.running_mean.uniform_()
   path = str(tmp_path / "resnet34.pth")
   torch.save(reference.state_dict(), path)
-  import_weights.run("torchvision_resnet", path, str(tmp_path / "imagenet"))
+  record = import_weights.run("torchvision_resnet34", path, str(tmp_path / "imagenet"))
+  assert record["stage_blocks"] == [3, 4, 6, 3]
 
   config = pcl_i2g.get_config()
   variables = objectives.get("pcl")(config).init(jax.random.PRNGKey(0), _batch(2))
