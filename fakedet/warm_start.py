@@ -26,7 +26,18 @@ from fakedet import optim
 
 
 def init_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(workdir="", step=-1, rules=()))
+  """``workdir``/``step``/``rules``, and ``also``: a second run to graft from after the first
+  (RFFR: the detector's frozen MAE from its stage-1 run, both ViT branches from an imported
+  ImageNet ViT)."""
+  return ml_collections.ConfigDict(dict(
+      workdir="", step=-1, rules=(),
+      also=ml_collections.ConfigDict(dict(workdir="", step=-1, rules=()))))
+
+
+def sections(init: ml_collections.ConfigDict):
+  """The (workdir, step, rules) to graft from, in order; those without a workdir are skipped."""
+  out = [init] + ([init.also] if "also" in init else [])
+  return [(s.workdir, s.step, tuple(map(tuple, s.rules))) for s in out if s.workdir]
 
 
 def _flatten(tree: Any) -> Dict[str, Any]:
@@ -74,8 +85,8 @@ def graft(state: Any, source: Any, rules: Sequence[Tuple[str, str]]) -> Any:
 
 
 def warm_start(state: Any, init: ml_collections.ConfigDict) -> Any:
-  """Applies ``config.init`` to a freshly created state (a no-op when ``init.workdir`` is "")."""
-  if not init.workdir:
-    return state
-  return graft(state, checkpointing.load_tree(init.workdir, init.step),
-               tuple(map(tuple, init.rules)))
+  """Applies ``config.init`` (then ``config.init.also``) to a freshly created state; a no-op
+  when no workdir is set. A later graft overwrites what an earlier one put at the same path."""
+  for workdir, step, rules in sections(init):
+    state = graft(state, checkpointing.load_tree(workdir, step), rules)
+  return state

@@ -45,6 +45,7 @@ METHODS = {
     "fakeout_video": ("fakeout.py", ",video_only", "mmv"),
     "pcl": ("pcl_i2g.py", "", None),
     "pcl_reals": ("pcl_i2g.py", ",reals_only", None),
+    "rffr": ("rffr_detect.py", "", "rffr_mim"),
 }
 # Methods that train on no forgery family: one run serves every held-out family (nothing to
 # hold out), and without a validation set of real fakes its final state is scored.
@@ -52,8 +53,9 @@ SEES_NO_FORGERY = ("pcl_reals",)
 LABELS = {"stage2": "RealForensics (stage 1 → 2)", "baseline": "scratch CSN (plain BCE)",
           "fakeout": "FakeOut (MMV, video + audio)", "fakeout_video": "FakeOut (MMV, video only)",
           "pcl": "PCL + I2G (frames; reals, 3 families, I2G)",
-          "pcl_reals": "PCL + I2G, reals only (never sees a real forgery)"}
-PRETRAIN = {"stage1": "stage1.py:demo", "mmv": "mmv.py:demo"}
+          "pcl_reals": "PCL + I2G, reals only (never sees a real forgery)",
+          "rffr": "RFFR (MAE on reals → dual-branch ViT; final state, no selection)"}
+PRETRAIN = {"stage1": "stage1.py:demo", "mmv": "mmv.py:demo", "rffr_mim": "rffr_mim.py:demo"}
 
 
 def _run(args: List[str], log: str) -> None:

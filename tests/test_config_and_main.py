@@ -18,7 +18,10 @@ VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo", "d
             "stage2.py": [None, "demo", "baseline", "demo,baseline", "demo,holdout=reenactment"],
             "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"],
             "pcl_i2g.py": [None, "reals_only", "lambda=0", "demo", "demo,reals_only",
-                           "demo,holdout=reenactment,lambda=100"]}
+                           "demo,holdout=reenactment,lambda=100"],
+            "rffr_mim.py": [None, "k=2", "ff_only", "demo"],
+            "rffr_detect.py": [None, "paper", "train_on=face2face", "demo",
+                               "demo,holdout=neural_texture"]}
 
 
 def _load(path, arg=None):

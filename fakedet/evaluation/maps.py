@@ -39,16 +39,19 @@ def pick_items(items: Sequence[Tuple[int, int]], index: Mapping[str, Sequence],
 
 
 def overlay(frame: np.ndarray, value: np.ndarray, min_side: int = 224) -> np.ndarray:
-  """uint8 [k·H, 2·k·W, 3]: the frame and the frame under the map in JET colours, side by
-  side. ``value`` [H, W] (or [H, W, 3]: its mean) is in [0, 1] and NOT rescaled, so two maps
-  compare by colour; k makes the shorter side ≥ ``min_side``."""
+  """uint8 [k·H, 2·k·W, 3]: the frame beside the map, k making the shorter side ≥
+  ``min_side``. A one-channel map [H, W] in [0, 1] is drawn over the frame in JET colours and
+  NOT rescaled, so two maps compare by colour; a three-channel map [H, W, 3] in [0, 1] is an
+  image (RFFR's reconstruction) and is shown as it is."""
   frame = np.asarray(frame, np.uint8)
   value = np.asarray(value, np.float32)
-  if value.ndim == 3:
-    value = value.mean(axis=-1)
   h, w = frame.shape[:2]
   k = max(1, -(-min_side // min(h, w)))
   big = cv2.resize(frame, (k * w, k * h), interpolation=cv2.INTER_CUBIC)
+  if value.ndim == 3:
+    image = np.round(255 * np.clip(value, 0.0, 1.0)).astype(np.uint8)
+    return np.concatenate([big, cv2.resize(image, (k * w, k * h),
+                                           interpolation=cv2.INTER_CUBIC)], axis=1)
   heat = cv2.resize(np.clip(value, 0.0, 1.0), (k * w, k * h), interpolation=cv2.INTER_LINEAR)
   colour = cv2.cvtColor(cv2.applyColorMap(np.round(255 * heat).astype(np.uint8),
                                           cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)

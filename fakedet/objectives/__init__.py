@@ -19,7 +19,8 @@ from fakedet.registry import Registry
 
 OBJECTIVES = Registry("objective")
 _MODULES = ("fakedet.objectives.byol_av", "fakedet.objectives.mmv_nce",
-            "fakedet.objectives.video_detector", "fakedet.objectives.pcl")
+            "fakedet.objectives.video_detector", "fakedet.objectives.pcl",
+            "fakedet.objectives.rffr")
 
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, jax.Array]

@@ -276,9 +276,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     state, selection_record = ckpt.restore(
         train_state_lib.abstract_with_shardings(state, shardings), train_iter)
     logging.info("resumed from the checkpoint at step %d", int(state.step))
-  elif config.init.workdir:  # Only a fresh run warm-starts; a resumed one has its own weights.
-    state = warm_start.warm_start(state, config.init)
-    logging.info("warm-started %s from %s", [r[1] for r in config.init.rules], config.init.workdir)
+  elif warm_start.sections(config.init):  # Only a fresh run warm-starts; a resumed one has
+    state = warm_start.warm_start(state, config.init)  # its own weights.
+    for workdir, _, rules in warm_start.sections(config.init):
+      logging.info("warm-started %s from %s", [r[1] for r in rules], workdir)
   ckpt.install_sigterm_handler()
   step = int(state.step)
   workdir_lib.save_config(workdir, config, step)
