@@ -303,13 +303,16 @@ def test_two_processes_match_one_process(workdir, multitrack_dir, tmp_path):
   port = portpicker.pick_unused_port()
   script = os.path.join(ROOT, "tests", "multihost_evaluate.py")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  # Logs to files: waiting on one process while the other's unread pipe fills would block it.
+  logs = [open(tmp_path / f"host{i}.log", "w") for i in range(2)]
   procs = [subprocess.Popen([sys.executable, script, f"--process_id={i}", "--num_processes=2",
                              f"--port={port}", f"--workdir={workdir}",
                              f"--data_dir={multitrack_dir}", f"--out={tmp_path}"], cwd=ROOT,
-                            env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err[-3000:]
+                            env=env, stderr=logs[i], text=True) for i in range(2)]
+  for i, p in enumerate(procs):
+    p.wait(timeout=300)
+    logs[i].close()
+    assert p.returncode == 0, (tmp_path / f"host{i}.log").read_text()[-3000:]
   config = tiny_detector_config.multihost_config(multitrack_dir)
   one = scoring.Scorer(config, workdir,
                        mesh=sharding.make_mesh(config.mesh, devices=jax.devices()[:4]))()

@@ -87,12 +87,16 @@ def test_everything_on_gs(gcs, tmp_path):
   # Stage 1 straight through, and the same run killed -9 after its step-4 checkpoint, resumed.
   subprocess.run(_stage1_cmd(s1, data), cwd=ROOT, env=_env(), check=True, capture_output=True,
                  timeout=900)
-  proc = subprocess.Popen(_stage1_cmd(s1_killed, data), cwd=ROOT, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  # The log goes to a file: a pipe nobody reads while we wait fills up (64 KB) and blocks the
+  # run on its next log line, before it ever reaches step 4.
+  log_path = tmp_path / "killed.log"
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(_stage1_cmd(s1_killed, data), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
   marker = epath.Path(f"{s1_killed}/checkpoints/4/commit_success.txt")  # GCS: no renames.
   t0 = time.time()
   while not marker.exists():
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert proc.poll() is None, log_path.read_text()[-3000:]
     assert time.time() - t0 < 600, "no step-4 checkpoint after 600 s"
     time.sleep(0.5)
   proc.send_signal(signal.SIGKILL)

@@ -221,20 +221,24 @@ def _run_pair(script, port, tmp_path, data, env, attempts=2):
   collective can still expire (the peer is starved, not wrong): kill both and retry once."""
   import portpicker
   for attempt in range(attempts):
+    # Logs to files: waiting on one process while the other's unread pipe fills would block it.
+    paths = [tmp_path / f"host{i}_try{attempt}.log" for i in range(2)]
+    logs = [open(path, "w") for path in paths]
     procs = [subprocess.Popen([sys.executable, script, f"--process_id={i}", "--num_processes=2",
                                f"--port={port}", f"--out={tmp_path}/two.json", data], cwd=ROOT,
-                              env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+                              env=env, stderr=logs[i], text=True) for i in range(2)]
     errors = []
     try:
       for p in procs:
-        _, err = p.communicate(timeout=300)
-        errors.append(err)
+        p.wait(timeout=300)
     except subprocess.TimeoutExpired:
       errors.append("timed out after 300 s")
     finally:
-      for p in procs:
+      for p, log in zip(procs, logs):
         p.kill()
         p.wait()
+        log.close()
+    errors += [path.read_text() for path in paths]
     if all(p.returncode == 0 for p in procs):
       return
     if attempt + 1 == attempts or not any("gloo" in e.lower() or "timed out" in e

@@ -278,8 +278,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     logging.info("resumed from the checkpoint at step %d", int(state.step))
   elif warm_start.sections(config.init):  # Only a fresh run warm-starts; a resumed one has
     state = warm_start.warm_start(state, config.init)  # its own weights.
-    for workdir, _, rules in warm_start.sections(config.init):
-      logging.info("warm-started %s from %s", [r[1] for r in rules], workdir)
+    for source, _, rules in warm_start.sections(config.init):
+      logging.info("warm-started %s from %s", [r[1] for r in rules], source)
   ckpt.install_sigterm_handler()
   step = int(state.step)
   workdir_lib.save_config(workdir, config, step)
