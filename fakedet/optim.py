@@ -15,7 +15,13 @@ Config (``default_config()``; RealForensics stage 1 = AdamP, lr 7e-4, weight dec
   optim.warmup_steps    linear warm-up from 0 (the first update, at step 0, uses LR 0)
   optim.schedule        "cosine" (to 0 at total_steps) | "constant" (after warm-up) |
                         "trapezoid" (the warm-up mirrored at the end: linear to 0 over the
-                        last warmup_steps; PCL's quarter up, quarter down)
+                        last warmup_steps; PCL's quarter up, quarter down) |
+                        "exponential" (after warm-up, × decay_rate every decay_steps steps,
+                        never below min_lr; the AV contrastive transformer's ×0.9 per epoch
+                        down to 1e-4)
+  optim.decay_rate, decay_steps, min_lr, decay_epochs
+                        the "exponential" schedule's factor, period and floor; decay_epochs > 0
+                        sets decay_steps from the trainer's epoch size (like warmup_epochs)
   optim.grad_clip_norm  global-norm clipping of the trainable gradients; 0 = off
   optim.groups.NAME     pattern (regex, full match on the '/'-joined parameter path) and any of
                         lr, weight_decay, schedule, warmup_steps, freeze; a missing key inherits
@@ -38,7 +44,7 @@ import optax
 from fakedet import config_check
 
 OPTIMIZERS = ("adamp", "adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "constant", "trapezoid")
+SCHEDULES = ("cosine", "constant", "trapezoid", "exponential")
 EMA_SCHEDULES = ("constant", "cosine")
 DEFAULT_GROUP = "default"
 
@@ -151,6 +157,8 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name="adamp", lr=7e-4, weight_decay=1e-2, b1=0.9, b2=0.999, eps=1e-8,
       warmup_steps=0, schedule="cosine", grad_clip_norm=0.0,
+      # "exponential" only (read with these defaults when a config predates them).
+      decay_rate=0.9, decay_steps=0, min_lr=0.0, decay_epochs=0.0,
       groups=dict(
           predictor=dict(pattern=r".*predictor.*", lr=7e-4, schedule="constant",
                          warmup_steps=0, freeze=False),
@@ -162,9 +170,13 @@ def _check_choice(value: str, allowed, field: str) -> None:
     raise ValueError(f"{field}={value!r} is not supported; allowed: {', '.join(allowed)}")
 
 
+EXPONENTIAL_DEFAULTS = dict(decay_rate=0.9, decay_steps=0, min_lr=0.0)
+
+
 def _group_settings(optim_cfg: ml_collections.ConfigDict) -> Dict[str, Dict[str, Any]]:
   """Validated, fully resolved settings per group, the default group first."""
   top = {k: optim_cfg[k] for k in ("lr", "weight_decay", "schedule", "warmup_steps")}
+  top.update({k: optim_cfg.get(k, v) for k, v in EXPONENTIAL_DEFAULTS.items()})
   settings = {DEFAULT_GROUP: dict(top, pattern=None, freeze=False)}
   for name, group in optim_cfg.groups.items():
     where = f"optim.groups.{name}"
@@ -202,7 +214,36 @@ def _check(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> Dict[str, 
     if s["schedule"] == "trapezoid" and 2 * s["warmup_steps"] > total_steps:
       raise ValueError(f"{prefix}.schedule='trapezoid' ramps up and down over warmup_steps="
                        f"{s['warmup_steps']} each: at most half of total_steps={total_steps}")
+    if s["schedule"] == "exponential" and not s["freeze"]:
+      _check_exponential(s, prefix)
   return settings
+
+
+def _check_exponential(s: Dict[str, Any], prefix: str) -> None:
+  if s["decay_steps"] < 1:
+    raise ValueError(f"{prefix}.schedule='exponential' needs optim.decay_steps >= 1 (or "
+                     f"config.optim.decay_epochs > 0 for the trainer to set it); got "
+                     f"{s['decay_steps']}")
+  if not 0 < s["decay_rate"] <= 1:
+    raise ValueError(f"optim.decay_rate={s['decay_rate']}: expected a factor in (0, 1]")
+  if not 0 <= s["min_lr"] <= s["lr"]:
+    raise ValueError(f"optim.min_lr={s['min_lr']}: expected a floor in [0, {prefix}.lr="
+                     f"{s['lr']}]")
+
+
+def exponential_decay(lr: float, decay_rate: float, decay_steps: int, min_lr: float = 0.0,
+                      warmup_steps: int = 0) -> optax.Schedule:
+  """lr × decay_rate^⌊(step − warmup) / decay_steps⌋, floored at ``min_lr``, after an optional
+  linear warm-up from 0: a staircase, so every step of one epoch (decay_steps = its length)
+  uses the same rate. AV contrastive transformer §4.1: lr 0.01, × 0.9 per epoch, minimum 1e-4."""
+  def decayed(step):  # join_schedules hands it the steps since the warm-up ended.
+    k = jnp.floor(jnp.maximum(step, 0) / decay_steps)
+    return jnp.maximum(lr * jnp.power(decay_rate, k), min_lr)
+
+  if warmup_steps == 0:
+    return decayed
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), decayed],
+                              [warmup_steps])
 
 
 def _schedule(s: Dict[str, Any], total_steps: int) -> optax.Schedule:
@@ -211,6 +252,8 @@ def _schedule(s: Dict[str, Any], total_steps: int) -> optax.Schedule:
   lr, warmup = s["lr"], s["warmup_steps"]
   if s["schedule"] == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
+  if s["schedule"] == "exponential":
+    return exponential_decay(lr, s["decay_rate"], s["decay_steps"], s["min_lr"], warmup)
   if warmup == 0:  # optax.linear_schedule with 0 steps would stay at its init value, 0.
     return optax.constant_schedule(lr)
   if s["schedule"] == "trapezoid":

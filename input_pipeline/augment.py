@@ -315,6 +315,112 @@ def color_jitter(key: str = "video", hue: float = 0.2, brightness: float = 32 / 
   return fn
 
 
+# ----------------------------------------------------------------------------- blur / noise / brightness
+# The AV contrastive transformer's image augmentations (§3.3: "identical image augmentations on
+# each frame ... motion blur, Gaussian noise and random brightness"): each draws its parameters,
+# and the noise image itself, once per clip, so nothing in them changes from frame to frame
+# (a per-frame draw would flicker, which is exactly the temporal cue the model must not see).
+
+
+def _uint8_video(op: str, example: dict, key: str) -> np.ndarray:
+  video = _get_video(op, example, key)
+  if video.dtype != np.uint8:
+    raise ValueError(f"{op}: {key!r} must be uint8 [T, H, W, C] (put it before `to_float`), "
+                     f"got {video.dtype}")
+  return video
+
+
+def motion_kernel(size: int, angle: float) -> np.ndarray:
+  """A normalised size×size linear motion-blur kernel: a one-pixel line through the centre at
+  ``angle`` degrees (0 = horizontal), anti-aliased by a bilinear rotation. float32 [size, size]."""
+  line = np.zeros((size, size), np.float32)
+  line[size // 2, :] = 1.0
+  centre = ((size - 1) / 2.0, (size - 1) / 2.0)
+  kernel = cv2.warpAffine(line, cv2.getRotationMatrix2D(centre, angle, 1.0), (size, size),
+                          flags=cv2.INTER_LINEAR)
+  return kernel / kernel.sum()
+
+
+@register("motion_blur")
+def motion_blur(key: str = "video", p: float = 0.5, kernel: Tuple[int, int] = (3, 7)):
+  """With probability p, one linear motion blur for the whole clip: an odd length in
+  [kernel[0], kernel[1]] px and a direction U[0°, 180°) (each frame filtered alone, mirrored
+  borders). uint8 in, uint8 out."""
+  op = "motion_blur"
+  _check_key(op, "key", key)
+  p = _check_prob(op, p)
+  ok = (isinstance(kernel, (tuple, list)) and len(kernel) == 2
+        and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2
+                for k in kernel) and kernel[0] <= kernel[1])
+  if not ok:
+    _fail(op, "kernel", kernel, "a pair (lo, hi) of odd integers >= 1 with lo <= hi")
+  sizes = np.arange(kernel[0], kernel[1] + 1, 2)
+
+  def fn(example, rng):
+    if not rng.random() < p:
+      return dict(example)
+    size, angle = int(rng.choice(sizes)), float(rng.uniform(0.0, 180.0))
+    video = _uint8_video(op, example, key)
+    out = dict(example)
+    if size == 1:
+      return out
+    k = motion_kernel(size, angle)
+    blurred = np.empty_like(video)
+    for t in range(video.shape[0]):
+      frame = cv2.filter2D(video[t], -1, k, borderType=cv2.BORDER_REFLECT_101)
+      blurred[t] = frame[..., None] if video.shape[-1] == 1 else frame
+    out[key] = blurred
+    return out
+
+  return fn
+
+
+@register("gaussian_noise")
+def gaussian_noise(key: str = "video", p: float = 0.5, std: Tuple[float, float] = (0.0, 0.05)):
+  """With probability p, add one noise image N(0, σ²), σ ~ U[std] (on the [0, 1] intensity
+  scale), to every frame: the same [H, W] draw on all frames and channels (luma noise, so grey
+  frames stay grey). uint8 in, uint8 out (rounded, clipped)."""
+  op = "gaussian_noise"
+  _check_key(op, "key", key)
+  p = _check_prob(op, p)
+  std = _check_range(op, "std", std, 0.0, 1.0)
+
+  def fn(example, rng):
+    if not rng.random() < p:
+      return dict(example)
+    sigma = float(rng.uniform(std[0], std[1]))
+    video = _uint8_video(op, example, key)
+    noise = rng.normal(0.0, 255.0 * sigma, video.shape[1:3]).astype(np.float32)
+    out = dict(example)
+    noisy = video.astype(np.float32) + noise[None, :, :, None]
+    out[key] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return out
+
+  return fn
+
+
+@register("brightness")
+def brightness(key: str = "video", p: float = 0.5, delta: float = 0.2):
+  """With probability p, scale every frame's intensities by one factor U[1 − delta, 1 + delta]
+  (torchvision ``ColorJitter(brightness=delta)``). uint8 in, uint8 out (rounded, clipped)."""
+  op = "brightness"
+  _check_key(op, "key", key)
+  p = _check_prob(op, p)
+  if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 <= delta <= 1.0:
+    _fail(op, "delta", delta, "a number in [0, 1]")
+
+  def fn(example, rng):
+    if not rng.random() < p:
+      return dict(example)
+    factor = float(rng.uniform(1.0 - delta, 1.0 + delta))
+    video = _uint8_video(op, example, key)
+    out = dict(example)
+    out[key] = cv2.convertScaleAbs(_as_rows(video), alpha=factor).reshape(video.shape)
+    return out
+
+  return fn
+
+
 # ----------------------------------------------------------------------------- erasing / masking
 
 

@@ -3,8 +3,9 @@
   python launch/study.py --workdir=/tmp/fakedet_study [--steps=N] [--methods=stage2,baseline]
   python launch/study.py --workdir=/tmp/fakedet_study --methods=pcl,pcl_reals
 
-1. Pretraining: ``configs/stage1.py:demo`` (RealForensics stage 1) and, for FakeOut,
-   ``configs/mmv.py:demo``.
+1. Pretraining: ``configs/stage1.py:demo`` (RealForensics stage 1), for FakeOut
+   ``configs/mmv.py:demo``, for the AV contrastive transformer ``configs/avcl.py:demo`` (on
+   the mouth-crop twins of the same synthetic videos, ``synthetic:*_mouth``).
 2. For every method and every held-out forgery family: train ``<config>:demo,holdout=FAMILY``
    (stage 2 warm-started from step 1's stage 1, FakeOut from its MMV run, the baseline from
    scratch; checkpoint selection by validation AUC on the three seen families) and evaluate the
@@ -45,6 +46,7 @@ METHODS = {
     "fakeout_video": ("fakeout.py", ",video_only", "mmv"),
     "pcl": ("pcl_i2g.py", "", None),
     "pcl_reals": ("pcl_i2g.py", ",reals_only", None),
+    "avcl": ("avcl_finetune.py", "", "avcl"),
     "rffr": ("rffr_detect.py", "", "rffr_mim"),
 }
 # Methods that train on no forgery family: one run serves every held-out family (nothing to
@@ -54,8 +56,10 @@ LABELS = {"stage2": "RealForensics (stage 1 → 2)", "baseline": "scratch CSN (p
           "fakeout": "FakeOut (MMV, video + audio)", "fakeout_video": "FakeOut (MMV, video only)",
           "pcl": "PCL + I2G (frames; reals, 3 families, I2G)",
           "pcl_reals": "PCL + I2G, reals only (never sees a real forgery)",
+          "avcl": "AV contrastive transformer (mouth crops)",
           "rffr": "RFFR (MAE on reals → dual-branch ViT; final state, no selection)"}
-PRETRAIN = {"stage1": "stage1.py:demo", "mmv": "mmv.py:demo", "rffr_mim": "rffr_mim.py:demo"}
+PRETRAIN = {"stage1": "stage1.py:demo", "mmv": "mmv.py:demo", "avcl": "avcl.py:demo",
+            "rffr_mim": "rffr_mim.py:demo"}
 
 
 def _run(args: List[str], log: str) -> None:
@@ -74,10 +78,17 @@ def _run(args: List[str], log: str) -> None:
 
 
 def _finished(workdir: str, steps: int) -> bool:
-  """Whether the run's checkpoints reach its last step (the trainer saves it at the end)."""
+  """Whether the run's checkpoints reach its last step (the trainer saves it at the end), or
+  its stop rule ended it earlier (``result.json``: the AV contrastive pre-training's plateau)."""
   ckpts = os.path.join(workdir, "checkpoints")
   done = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
-  return bool(done) and max(done) >= steps
+  if bool(done) and max(done) >= steps:
+    return True
+  result = os.path.join(workdir, "result.json")
+  if os.path.exists(result):
+    with open(result) as f:
+      return json.load(f).get("stopped") == "plateau"
+  return False
 
 
 def _total_steps(config: str, overrides: Sequence[str]) -> int:

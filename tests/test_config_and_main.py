@@ -19,6 +19,8 @@ VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo", "d
             "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"],
             "pcl_i2g.py": [None, "reals_only", "lambda=0", "demo", "demo,reals_only",
                            "demo,holdout=reenactment,lambda=100"],
+            "avcl.py": [None, "demo", "r50", "layers=4", "demo,layers=8"],
+            "avcl_finetune.py": [None, "demo", "demo,holdout=reenactment"],
             "rffr_mim.py": [None, "k=2", "ff_only", "demo"],
             "rffr_detect.py": [None, "paper", "train_on=face2face", "demo",
                                "demo,holdout=neural_texture"]}

@@ -39,6 +39,11 @@ Where the paper is silent (each choice is stated where it is made):
   * Head: the audio encoder's (``wav2vec2.MLPHead``, same ``num_tokens``), so the two sides are
     symmetric.
 
+``AVCLPair`` (registered "avcl") holds both encoders for pre-training (parameters under
+``video/...`` and ``audio/...``); ``AVCLDetector`` ("avcl_detector") is §3.3's fine-tuning
+model: this encoder without its contrastive head, temporal average pooling of the last layer
+and a new MLP classifier (``classifier/...``) giving one fake logit per clip.
+
 Table 4's "total parameters" are matched within 0.15 % by everything here except the contrastive
 projection ``head`` (frontend + embed + position table + layers + final norm; see
 tests/test_avcl_video.py): the head is a pre-training device and is replaced at fine-tuning.
@@ -257,6 +262,8 @@ class AVCLVideoEncoder(nn.Module):
     max_len: frames the position table covers (50 = 2 s at 25 fps, the pre-training clips;
       fine-tuning's 1-s clips use its first 25 rows).
     num_tokens, head_hidden, proj_dim: pooling and projection head, as ``AVCLAudioEncoder``.
+    with_head: build the contrastive projection head (pre-training); False leaves it out (no
+      ``proj`` output, no ``head`` parameters), as the fine-tuned detector replaces it.
     freeze_frontend: §3.3's frozen frontend: gradients stop at ``frames`` (no backward pass
       through it) and its BatchNorms use their running statistics even with train=True, so
       fine-tuning batches do not rewrite the statistics the frozen weights were trained with.
@@ -278,6 +285,7 @@ class AVCLVideoEncoder(nn.Module):
   num_tokens: int = wav2vec2.AVCLAudioEncoder.num_tokens
   head_hidden: int = wav2vec2.AVCLAudioEncoder.head_hidden
   proj_dim: int = wav2vec2.AVCLAudioEncoder.proj_dim
+  with_head: bool = True
   freeze_frontend: bool = False
   dtype: Any = jnp.float32
 
@@ -319,9 +327,65 @@ class AVCLVideoEncoder(nn.Module):
     tokens = nn.LayerNorm(epsilon=1e-5, dtype=dtype, use_fast_variance=False,
                           name="final_norm")(x)
     pooled = wav2vec2.adaptive_avg_pool(tokens, self.num_tokens, axis=1)
-    proj = wav2vec2.MLPHead(self.head_hidden, self.proj_dim, dtype, name="head")(
-        pooled.reshape(pooled.shape[0], -1))
-    return {"frames": frames, "tokens": tokens, "pooled": pooled, "proj": proj}
+    out = {"frames": frames, "tokens": tokens, "pooled": pooled}
+    if self.with_head:
+      out["proj"] = wav2vec2.MLPHead(self.head_hidden, self.proj_dim, dtype, name="head")(
+          pooled.reshape(pooled.shape[0], -1))
+    return out
+
+
+class AVCLPair(nn.Module):
+  """The pre-training model of §3.2: the video encoder (``video/...``) on mouth crops and the
+  wav2vec2 audio encoder (``audio/...``) on the synchronised raw waveform.
+
+  Attributes:
+    video: ``AVCLVideoEncoder`` keyword arguments (``config()`` gives Table 4's rows).
+    audio: ``wav2vec2.AVCLAudioEncoder`` keyword arguments (``wav2vec2.config("base")`` …).
+  """
+  video: Dict[str, Any]
+  audio: Dict[str, Any]
+
+  @nn.compact
+  def __call__(self, video: jax.Array, waveform: jax.Array, *,
+               train: bool) -> Dict[str, Dict[str, jax.Array]]:
+    """Normalised mouth crops [B, T, H, W, 1] and normalised 16 kHz waveforms [B, S] → {"video":
+    the video encoder's outputs, "audio": the audio encoder's}; each has ``proj`` [B, D]."""
+    return {"video": AVCLVideoEncoder(**self.video, name="video")(video, train=train),
+            "audio": wav2vec2.AVCLAudioEncoder(**self.audio, name="audio")(waveform,
+                                                                          train=train)}
+
+
+class AVCLDetector(nn.Module):
+  """The fine-tuned detector of §3.3: video encoder (contrastive head removed) → adaptive
+  average pooling of the last layer's tokens over time to ``pool_tokens`` → flatten → a new MLP
+  (Dense(hidden) → LayerNorm → ReLU → Dense(1), ``classifier/...``) → the clip's fake logit.
+
+  The paper gives neither the pooled length nor the MLP's shape. Ours: ``pool_tokens`` = 1, a
+  global feature of the clip ("we extract global features by adaptive average pooling"), so
+  the head does not depend on the clip length; the MLP is the contrastive heads' form
+  (``wav2vec2.MLPHead``) with one output.
+
+  Attributes:
+    video: ``AVCLVideoEncoder`` keyword arguments (``with_head`` is forced off; set
+      ``freeze_frontend=True`` for §3.3's frozen frontend).
+    hidden: the MLP's hidden width.
+    pool_tokens: tokens the pooled clip feature keeps.
+  """
+  video: Dict[str, Any]
+  hidden: int = 512
+  pool_tokens: int = 1
+
+  @nn.compact
+  def __call__(self, video: jax.Array, *, train: bool) -> Dict[str, jax.Array]:
+    """Normalised mouth crops [B, T, H, W, 1] → {"logit": [B], "feature": [B, pool_tokens·D]}."""
+    out = AVCLVideoEncoder(**dict(self.video, with_head=False), name="video")(video, train=train)
+    pooled = wav2vec2.adaptive_avg_pool(out["tokens"], self.pool_tokens, axis=1)
+    feature = pooled.reshape(pooled.shape[0], -1)
+    dtype = jnp.dtype(self.video.get("dtype", jnp.float32))
+    logit = wav2vec2.MLPHead(self.hidden, 1, dtype, name="classifier")(feature)[:, 0]
+    return {"logit": logit.astype(jnp.float32), "feature": feature}
 
 
 MODELS.register("avcl_video")(AVCLVideoEncoder)
+MODELS.register("avcl")(AVCLPair)
+MODELS.register("avcl_detector")(AVCLDetector)

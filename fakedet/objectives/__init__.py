@@ -20,7 +20,7 @@ from fakedet.registry import Registry
 OBJECTIVES = Registry("objective")
 _MODULES = ("fakedet.objectives.byol_av", "fakedet.objectives.mmv_nce",
             "fakedet.objectives.video_detector", "fakedet.objectives.pcl",
-            "fakedet.objectives.rffr")
+            "fakedet.objectives.rffr", "fakedet.objectives.avcl")
 
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, jax.Array]

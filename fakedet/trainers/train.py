@@ -118,12 +118,75 @@ def reference_config() -> ml_collections.ConfigDict:
       input=input_config.input_config()))
 
 
-def selection_config(metric: str = "", mode: str = "max",
-                     patience: int = 0) -> ml_collections.ConfigDict:
+def selection_config(metric: str = "", mode: str = "max", patience: int = 0,
+                     plateau_epochs: int = 0) -> ml_collections.ConfigDict:
   """Model selection on the periodic evaluations: keep the best state in <workdir>/best by
   ``metric`` (e.g. "eval/overall/video_auc" for a detector; "" = off), and stop after
-  ``patience`` evaluations without improvement (0 = never)."""
-  return ml_collections.ConfigDict(dict(metric=metric, mode=mode, patience=patience))
+  ``patience`` evaluations without improvement (0 = never). Independently, ``plateau_epochs``
+  > 0 stops the run once the epoch-mean training loss has not fallen below its best for that
+  many epochs (``LossPlateau``; the AV contrastive transformer's pre-training rule, 3)."""
+  return ml_collections.ConfigDict(dict(metric=metric, mode=mode, patience=patience,
+                                        plateau_epochs=plateau_epochs))
+
+
+@jax.jit
+def _accumulate(total: jax.Array, loss: jax.Array) -> jax.Array:
+  return total + loss.astype(jnp.float32)
+
+
+class LossPlateau:
+  """Stops a run whose training loss stopped falling: the mean loss of each epoch (steps
+  ``k·epoch_steps + 1 … (k+1)·epoch_steps``) is compared with the best epoch so far, and
+  ``patience`` epochs in a row without a lower mean end the run (0 = never).
+
+  The sum runs on device (one host read per epoch). The record — best mean, epochs without
+  improvement, and the partial sum of the epoch in progress — is saved inside every training
+  checkpoint beside model selection's (key ``KEY``), so a resumed run counts exactly as an
+  uninterrupted one.
+  """
+
+  KEY = "train_loss_plateau"
+
+  def __init__(self, patience: int, epoch_steps: int, record: Optional[Mapping[str, Any]] = None):
+    if epoch_steps < 1:
+      raise ValueError(f"an epoch of {epoch_steps} steps: expected >= 1")
+    self.patience, self.epoch_steps = patience, epoch_steps
+    record = dict(record or {})
+    self._sum = jnp.asarray(record.pop("partial_sum", 0.0), jnp.float32)
+    self._steps = int(record.pop("partial_steps", 0))
+    self.record = {"epoch": 0, "best": None, "best_epoch": None, "stale": 0}  # Closed epochs.
+    self.record.update(record)
+
+  def add(self, step: int, loss: jax.Array) -> Optional[float]:
+    """Counts the loss of training step ``step`` (1-based); at an epoch's last step closes
+    the epoch and returns its mean loss, else None."""
+    self._sum = _accumulate(self._sum, loss)
+    self._steps += 1
+    if step % self.epoch_steps:
+      return None
+    mean = float(self._sum) / self._steps
+    self._sum, self._steps = jnp.zeros((), jnp.float32), 0
+    self.end_epoch(mean)
+    return mean
+
+  def end_epoch(self, mean: float) -> bool:
+    """Records one epoch's mean loss; returns whether it is a new best (strictly lower)."""
+    r = self.record
+    r["epoch"] += 1
+    improved = r["best"] is None or mean < r["best"]
+    if improved:
+      r.update(best=mean, best_epoch=r["epoch"], stale=0)
+    else:
+      r["stale"] += 1
+    return improved
+
+  def state(self) -> Dict[str, Any]:
+    """The record to save with a checkpoint (reads the device sum)."""
+    return dict(self.record, partial_sum=float(self._sum), partial_steps=self._steps)
+
+  @property
+  def should_stop(self) -> bool:
+    return self.patience > 0 and self.record["stale"] >= self.patience
 
 
 def check_batch_split(config: ml_collections.ConfigDict, mesh) -> None:
@@ -140,6 +203,9 @@ def check_selection(sel: ml_collections.ConfigDict, patterns) -> None:
     raise ValueError(f"selection.mode={sel.mode!r}; allowed: max, min")
   if sel.patience < 0:
     raise ValueError(f"selection.patience={sel.patience}: expected >= 0 (0 = never stop early)")
+  if sel.get("plateau_epochs", 0) < 0:
+    raise ValueError(f"selection.plateau_epochs={sel.plateau_epochs}: expected >= 0 (0 = never "
+                     f"stop on the training loss)")
   if sel.metric and not any(re.fullmatch(p, sel.metric) for p in patterns):
     raise ValueError(f"selection.metric={sel.metric!r} is not reported by this objective's "
                      f"evaluation; its metric names match {list(patterns)}")
@@ -163,7 +229,11 @@ def check(config: ml_collections.ConfigDict) -> None:
   check_selection(config.selection, objectives_lib.metric_patterns(objective_cls))
   if config.total_steps <= 0 and config.num_epochs <= 0:
     raise ValueError("set config.total_steps or config.num_epochs to a positive value")
-  optim.make_optimizer(config.optim, max(1, config.total_steps))  # Validates names and fields.
+  optim_cfg = config.optim
+  if optim_cfg.get("decay_epochs", 0.0) > 0:  # Steps per epoch are known once the data is open.
+    optim_cfg = ml_collections.ConfigDict(optim_cfg.to_dict())
+    optim_cfg.decay_steps = 1
+  optim.make_optimizer(optim_cfg, max(1, config.total_steps))  # Validates names and fields.
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> float:
@@ -188,6 +258,9 @@ def schedule_steps(config: ml_collections.ConfigDict):
   if config.warmup_epochs > 0:
     epoch = epoch or steps_per_epoch(config)
     optim_cfg.warmup_steps = int(round(config.warmup_epochs * epoch))
+  if optim_cfg.get("decay_epochs", 0.0) > 0:
+    epoch = epoch or steps_per_epoch(config)
+    optim_cfg.decay_steps = max(1, int(round(optim_cfg.decay_epochs * epoch)))
   return steps, optim_cfg
 
 
@@ -288,8 +361,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
                            mesh)
   evaluate = periodic.PeriodicEval(config, objective, shardings, mesh)
   sel = config.selection
+  plateau_record = (selection_record or {}).pop(LossPlateau.KEY, None)
   best = (checkpointing.BestCheckpoint(workdir, sel.metric, sel.mode, sel.patience,
                                        selection_record) if sel.metric else None)
+  plateau = (LossPlateau(sel.plateau_epochs, max(1, int(round(steps_per_epoch(config)))),
+                         plateau_record) if sel.get("plateau_epochs", 0) > 0 else None)
+
+  def selection_state():
+    """What a checkpoint saves beside the state: model selection's and the plateau's records."""
+    record = dict(best.record) if best is not None else {}
+    if plateau is not None:
+      record[LossPlateau.KEY] = plateau.state()
+    return record
   writer = writers.create(workdir, just_logging=jax.process_index() > 0, wandb=config.wandb)
   hooks = [periodic_actions.ReportProgress(num_train_steps=steps, writer=writer,
                                            every_steps=config.log_every, every_secs=None)]
@@ -325,7 +408,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   history = []
   lr_fns = optim.learning_rates(optim_cfg, steps)
   t0 = time.perf_counter()
-  while step < steps and not (best is not None and best.should_stop):
+  plateaued = lambda: plateau is not None and plateau.should_stop
+  while step < steps and not (best is not None and best.should_stop) and not plateaued():
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       batch = sharding_lib.device_batch(next(train_iter), objective.input_keys, mesh)
       state, metrics = step_fn(state, batch, train_rng)
@@ -347,6 +431,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
                               f"{ckpt.latest_step()}) was saved before this was seen.")
       if diverged:
         logging.warning("diverging? %s (set guard.stop=True to stop such runs)", diverged)
+    epoch_loss = plateau.add(step, metrics["loss"]) if plateau is not None else None
+    if epoch_loss is not None:
+      check_finite()
+      writer.write_scalars(step, {"train/epoch_loss": epoch_loss})
     if config.eval_every and step % config.eval_every == 0 and step < steps:
       run_eval(step)
     early = best is not None and best.should_stop
@@ -354,11 +442,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
       logging.warning("early stopping at step %d: %s has not improved for %d evaluations "
                       "(best %.4f at step %d)", step, sel.metric, sel.patience,
                       best.record["value"], best.record["step"])
+    if plateaued():
+      early = True
+      logging.warning("stopping at step %d: the epoch-mean training loss has not fallen for %d "
+                      "epochs (best %.4f in epoch %d)", step, sel.plateau_epochs,
+                      plateau.record["best"], plateau.record["best_epoch"])
     stop = ckpt.should_stop(step, config.checkpoint.preemption_check_every)
     if stop or early or step % config.checkpoint.every_steps == 0 or step == steps:
       check_finite()
-      ckpt.save(step, state, train_iter, force=True,
-                selection=best.record if best is not None else None)
+      ckpt.save(step, state, train_iter, force=True, selection=selection_state())
       if best is not None:
         best.write_record()
       last_good = step
@@ -371,7 +463,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
             "seconds": time.perf_counter() - t0, "train": history[-1] if history else {},
             "skipped_records": pipeline.skipped_records() - skipped_before,
             "divergence_warnings": len(guard.warnings)}
-  if step == steps:
+  if plateau is not None:
+    result["plateau"] = plateau.state()
+    if plateaued():
+      result["stopped"] = "plateau"  # Finished before total_steps by the stop rule.
+  if step == steps or plateaued():  # A run the plateau stopped is finished: score it too.
     result["eval"] = run_eval(step)
   if best is not None:
     best.write_record()  # The final evaluation came after the final checkpoint.

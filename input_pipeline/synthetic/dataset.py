@@ -28,6 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from input_pipeline import records
+from input_pipeline.preprocess import align
+from input_pipeline.preprocess import faces as landmark_points
 from input_pipeline.synthetic import faces, forgeries, speech
 from input_pipeline.synthetic.forgeries import FAMILIES
 
@@ -58,6 +60,10 @@ class SyntheticConfig:
   # with that topic's words only and shows the topic's badge (a watermark), so narrations are
   # grounded in something visible, as HowTo100M speech is in the scene (MMV's video→text).
   topics: int = 0
+  # 0: full frames. N > 0: every record's frames become N×N greyscale mouth crops (stored as 3
+  # equal channels), cut as preprocessing cuts them (``align.mouth_matrices`` on the record's
+  # own smoothed landmarks), with masks and landmarks warped alike (AV contrastive transformer).
+  mouth_size: int = 0
 
   def __post_init__(self):
     if not len(self.splits) == len(self.identities) == len(self.num_shards):
@@ -70,6 +76,8 @@ class SyntheticConfig:
       raise ValueError(f"topics must be in [0, {len(speech.VOCABULARY)}], got {self.topics}")
     if self.num_frames < 1 or self.resolution < 16:
       raise ValueError("num_frames must be >= 1 and resolution >= 16")
+    if self.mouth_size and self.mouth_size < 16:
+      raise ValueError(f"mouth_size must be 0 (full frames) or >= 16, got {self.mouth_size}")
 
 
 PRESETS: Dict[str, SyntheticConfig] = {
@@ -89,6 +97,11 @@ PRESETS: Dict[str, SyntheticConfig] = {
                                 identities=(84, 9), videos_per_identity=4, families=(),
                                 num_shards=(4, 1), topics=10),
 }
+# Mouth-crop twins (AV contrastive transformer §3.3): the same rendered videos, fakes and audio as
+# their full-face preset, each frame cut to the 96×96 greyscale window on the lips.
+PRESETS["demo_mouth"] = dataclasses.replace(PRESETS["demo"], name="demo_mouth", mouth_size=96)
+PRESETS["extra_mouth"] = dataclasses.replace(PRESETS["extra"], name="extra_mouth",
+                                             mouth_size=96)
 
 
 def preset(name: str, **overrides: Any) -> SyntheticConfig:
@@ -101,8 +114,9 @@ def preset(name: str, **overrides: Any) -> SyntheticConfig:
 def fingerprint(config: SyntheticConfig) -> str:
   """Short hash of the config and generator version (names the cache directory)."""
   fields = dataclasses.asdict(config)
-  if not fields["topics"]:  # Keeps the caches of presets made before the field existed.
-    del fields["topics"]
+  for key in ("topics", "mouth_size"):  # Keeps the caches of presets made before these fields.
+    if not fields[key]:
+      del fields[key]
   blob = json.dumps([GENERATOR_VERSION, fields], sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -196,7 +210,31 @@ def _video_group(config: SyntheticConfig, split: str, index: int) -> List[Dict[s
     out.append(dict(real, frames=fake.frames, landmarks=fake.landmarks, mask=fake.mask, label=1,
                     manipulation=family, video_id=f"{real['video_id']}/{family}",
                     original=real["video_id"]))
+  if config.mouth_size:
+    out = [mouth_record(r, config.mouth_size) for r in out]
   return out
+
+
+MOUTH_SMOOTH_WINDOW = 12  # As ``PreprocessConfig.smooth_window`` (RealForensics B.1).
+
+
+def mouth_record(record: Dict[str, Any], size: int) -> Dict[str, Any]:
+  """A rendered record → its mouth-crop twin: frames [T, size, size, 3] greyscale (ITU-R 601
+  luma in 3 equal channels: the record format is RGB), mask and landmarks in crop coordinates.
+
+  The warp is preprocessing's own (``align.mouth_matrices`` of the five points of the record's
+  68 landmarks, smoothed over ``MOUTH_SMOOTH_WINDOW`` frames), so the embedded data is cut as a
+  real corpus is; a fake is cut from its own landmarks, as a detector would find them.
+  """
+  points = align.smooth(landmark_points.five_from_68(record["landmarks"]), MOUTH_SMOOTH_WINDOW)
+  mats = align.mouth_matrices(points, size)
+  frames = align.warp(record["frames"], mats, size)
+  t = len(frames)
+  grey = cv2.cvtColor(frames.reshape(t * size, size, 3), cv2.COLOR_RGB2GRAY)
+  frames = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB).reshape(t, size, size, 3)
+  mask = align.warp(np.repeat(record["mask"][..., None], 3, axis=-1), mats, size)[..., 0]
+  return dict(record, frames=frames, mask=np.ascontiguousarray(mask),
+              landmarks=align.transform_landmarks(record["landmarks"], mats))
 
 
 def _group_task(args) -> List[Dict[str, Any]]:
