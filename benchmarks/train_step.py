@@ -4,6 +4,8 @@
   python benchmarks/train_step.py --csn_shape=2,25,112,112,3 --impls=native,shifted
   python benchmarks/train_step.py --config=configs/stage1.py:demo --batch=16
   python benchmarks/train_step.py --skip_csn --config=configs/pcl_i2g.py --batch=8
+  python benchmarks/train_step.py --skip_csn --config=configs/stage1.py --batch=64 \
+      --precision=bfloat16 --peak_tflops=989   # MFU on one H200 (dense bf16 peak)
 
 Part 1 times a jitted forward+backward (train-mode BatchNorm) of the paper-size CSN-101 and
 prints the ratio to the authors' PyTorch model on the same input (``--torch_seconds``: their
@@ -13,7 +15,10 @@ STACK_NOTES.md). Target: ratio ≤ 1 on CPU, which needs the "shifted" depthwise
 Part 2 (with ``--config``) times the full jitted train step of any config (stage 1: student and
 EMA-teacher forwards, both backbones, projectors, predictors, loss, optimizer and EMA update) on
 a random batch of the config's shapes, and prints steps/s and clips/s — the rate the input
-pipeline must sustain (``benchmarks/i2g.py`` gives PCL's I2G supply per core). Medians after a compile + warm-up call.
+pipeline must sustain (``benchmarks/i2g.py`` gives PCL's I2G supply per core), the FLOPs of
+one step from XLA's cost analysis of the compiled program, the achieved FLOP/s, and with
+``--peak_tflops`` (the device's dense peak at the step's precision) the model FLOPs
+utilisation. Medians after a compile + warm-up call.
 """
 import argparse
 import os
@@ -47,7 +52,16 @@ def csn_step(shape, impl):
   return jax.jit(jax.grad(loss)), (variables["params"], video)
 
 
-def config_step(config_arg: str, batch: int):
+def step_flops(fn, args) -> float:
+  """FLOPs of one call of ``fn`` as XLA's cost analysis counts them (per device program, so
+  multiplied by the device count; 0 when the backend reports none)."""
+  analysis = fn.lower(*args).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older jax: one dict per program.
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get("flops", 0.0)) * jax.device_count()
+
+
+def config_step(config_arg: str, batch: int, precision: str = ""):
   """The trainer's jitted step for ``config_arg`` and a random host batch of its shapes."""
   import importlib.util
   from fakedet import objectives, optim, sharding
@@ -59,6 +73,8 @@ def config_step(config_arg: str, batch: int):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(variant or None)
+  if precision:
+    config.precision = precision
   t = config.input.clip_frames
   # The crop size the ops produce; log-mel bins as in the ops (80 unless the spec says).
   parsed = ops.parse_spec(config.input.train_ops)
@@ -71,7 +87,7 @@ def config_step(config_arg: str, batch: int):
           "label": rng.integers(0, 2, batch).astype(np.int32),  # Detectors.
           "mask": rng.random((batch, t, size, size, 1)).astype(np.float32)}  # PCL.
   mesh = sharding.make_mesh(config.mesh)
-  objective = objectives.get(config.objective.name)(config)
+  objective = objectives.build(config)
   example = sharding.device_batch(host, objective.input_keys, mesh)
   tx = optim.make_optimizer(config.optim, 1000)
   state, shardings = train_state_lib.create(objective, tx, example, jax.random.key(0), mesh)
@@ -91,6 +107,10 @@ def main():
   parser.add_argument("--config", default="", help="also time a whole train step, e.g. "
                       "configs/stage1.py:demo")
   parser.add_argument("--batch", type=int, default=16, help="global batch for --config")
+  parser.add_argument("--precision", default="", help="override config.precision "
+                      "(float32 | bfloat16)")
+  parser.add_argument("--peak_tflops", type=float, default=0.0, help="the device's dense peak "
+                      "TFLOP/s at that precision (H200 bf16: 989): prints MFU")
   parser.add_argument("--skip_csn", action="store_true")
   args = parser.parse_args()
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
@@ -102,12 +122,19 @@ def main():
       print(f"  {impl:8s} {run_s:7.2f} s/step   compile {compile_s:5.1f} s   "
             f"ratio to PyTorch ({args.torch_seconds:.2f} s): {run_s / args.torch_seconds:.2f}")
   if args.config:
-    step, step_args, n_params, (t, size) = config_step(args.config, args.batch)
+    step, step_args, n_params, (t, size) = config_step(args.config, args.batch, args.precision)
     compile_s, run_s = time_compiled(step, step_args, args.runs)
+    flops = step_flops(step, step_args)
     print(f"{args.config}: whole train step, batch {args.batch}×{t}×{size}×{size}, "
-          f"{n_params:,} params")
+          f"{n_params:,} params, precision {args.precision or 'from the config'}")
     print(f"  {run_s:7.3f} s/step = {1 / run_s:6.2f} steps/s = {args.batch / run_s:7.1f} clips/s"
           f"   compile {compile_s:5.1f} s")
+    achieved = flops / run_s
+    line = f"  {flops / 1e9:.1f} GFLOP/step (XLA cost analysis) = {achieved / 1e9:.1f} GFLOP/s"
+    if args.peak_tflops:
+      mfu = achieved / (args.peak_tflops * 1e12 * jax.device_count())
+      line += f" = MFU {100 * mfu:.1f} % of {args.peak_tflops:g} TFLOP/s × {jax.device_count()}"
+    print(line)
 
 
 if __name__ == "__main__":

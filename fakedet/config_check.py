@@ -115,6 +115,7 @@ TRAINER_RANGES = (
     ("input.num_workers", _non_negative, ">= 0 (0: in the main process)"),
     ("input.eval.batch_size", _positive, "> 0 (the global evaluation batch)"),
     ("input.eval.clips_per_video", _non_negative, ">= 0 (0: every clip)"),
+    ("mesh.shard_min_size", _non_negative, ">= 0 (elements; smaller state leaves stay replicated)"),
 )
 
 

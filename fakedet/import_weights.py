@@ -208,7 +208,7 @@ def run(fmt: str, weights: str, workdir: str,
     trainers.get(config.trainer).check(config)
     imported = EXPERIMENT_CONVERTERS[fmt](weights, config)
     config = apply_updates(config, imported)
-    uses_ema = objectives.get(config.objective.name)(config).uses_ema
+    uses_ema = objectives.get(config.objective.name).uses_ema
     state = state_tree(imported.variables, uses_ema)
     record.update(absent=list(imported.absent),
                   model_updates=dict(imported.model_updates), notes=list(imported.notes))

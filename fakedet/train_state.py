@@ -23,8 +23,9 @@ class TrainState:
 
 
 def create(objective, tx: optax.GradientTransformation, batch, rng: jax.Array, mesh,
-           param_rules=()) -> Tuple[TrainState, Any]:
-  """Returns (state, state_shardings): eval_shape → shardings → jit(init, out_shardings)."""
+           mesh_config: Mapping[str, Any] | None = None) -> Tuple[TrainState, Any]:
+  """Returns (state, state_shardings): eval_shape → shardings → jit(init, out_shardings), so a
+  leaf split over ``fsdp`` is never materialised whole on one device."""
 
   def init_fn(rng):
     variables = objective.init(rng, batch)
@@ -37,7 +38,7 @@ def create(objective, tx: optax.GradientTransformation, batch, rng: jax.Array, m
         ema_batch_stats=jax.tree.map(jnp.copy, batch_stats) if objective.uses_ema else {})
 
   abstract = jax.eval_shape(init_fn, rng)
-  shardings = sharding_lib.param_shardings(abstract, mesh, param_rules)
+  shardings = sharding_lib.state_shardings(abstract, mesh, mesh_config)
   state = jax.jit(init_fn, out_shardings=shardings)(rng)
   return state, shardings
 
@@ -51,9 +52,10 @@ def abstract_batch(batch: Mapping[str, np.ndarray], keys: Sequence[str],
 
 
 def abstract_inference_state(objective, example: Mapping[str, jax.ShapeDtypeStruct], mesh,
-                             param_rules=()) -> Tuple[TrainState, Any]:
+                             mesh_config: Mapping[str, Any] | None = None
+                             ) -> Tuple[TrainState, Any]:
   """(abstract TrainState without optimizer state, its shardings) in the trainer's layout, so
-  ``config.mesh.param_rules`` match the same paths; what scoring and prediction restore into."""
+  ``config.mesh`` rules match the same paths; what scoring and prediction restore into."""
   def init(rng, batch):
     variables = objective.init(rng, batch)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
@@ -63,7 +65,7 @@ def abstract_inference_state(objective, example: Mapping[str, jax.ShapeDtypeStru
         ema_params=params if ema else {}, ema_batch_stats=batch_stats if ema else {})
 
   shapes = jax.eval_shape(init, jax.random.key(0), dict(example))
-  shardings = sharding_lib.param_shardings(shapes, mesh, param_rules)
+  shardings = sharding_lib.state_shardings(shapes, mesh, mesh_config)
   return abstract_with_shardings(shapes, shardings), shardings
 
 

@@ -38,6 +38,7 @@ BAD_VALUES = {
     "optim.b1": 1.0, "optim.b2": -0.1, "optim.eps": 0.0, "optim.warmup_steps": -3,
     "optim.grad_clip_norm": -1.0, "input.clip_frames": 0, "input.sample_rate": 0,
     "input.num_workers": -1, "input.eval.batch_size": -8, "input.eval.clips_per_video": -1,
+    "mesh.shard_min_size": -1,
 }
 
 

@@ -82,11 +82,11 @@ def load(config: ml_collections.ConfigDict, checkpoint: str, step: Optional[int]
   """Restores ``params``/``batch_stats`` (and EMA copies), never the optimizer state, into the
   trainer's shardings; ``example`` is any host batch with the eval fields (shapes only)."""
   directory, step = find(config, checkpoint, step)
-  objective = objectives_lib.get(config.objective.name)(config)
+  objective = objectives_lib.build(config)
   mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.mesh)
   abstract, shardings = train_state_lib.abstract_inference_state(
       objective, train_state_lib.abstract_batch(example, objective.eval_keys, 1), mesh,
-      config.mesh.param_rules)
+      config.mesh)
   state = checkpointing.restore_inference(directory, step, abstract)
   logging.info("restored %s step %d (%s parameters)", directory, step,
                f"{train_state_lib.count_params(state.params):,}")

@@ -107,17 +107,17 @@ class AVContrastive(Objective):
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any],
                                                                        Dict[str, Any]]]:
-    out, new_vars = self.model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     *self._inputs(batch), train=True, mutable=["batch_stats"],
-                                     rngs={"dropout": rng})
+    out, new_vars = self.apply(self.model, {"params": params, "batch_stats": state.batch_stats},
+                               *self._inputs(batch), train=True, mutable=["batch_stats"],
+                               rngs={"dropout": rng})
     valid = jnp.ones(batch["video"].shape[:1], bool)
     loss, parts = info_nce(out["video"]["proj"], out["audio"]["proj"], valid, self.temperature)
     metrics = {"nce_va": parts["va"], "nce_av": parts["av"]}
     return loss, (metrics, {"batch_stats": new_vars["batch_stats"]})
 
   def eval_step(self, state, batch):
-    out = self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                           *self._inputs(batch), train=False)
+    out = self.apply(self.model, {"params": state.params, "batch_stats": state.batch_stats},
+                     *self._inputs(batch), train=False)
     zv, za = out["video"]["proj"], out["audio"]["proj"]
     valid = batch["valid"]
     count = jnp.sum(valid.astype(jnp.float32))
@@ -161,9 +161,9 @@ class AVCLDetection(Objective):
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any],
                                                                        Dict[str, Any]]]:
-    out, new_vars = self.model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     self._video(batch), train=True, mutable=["batch_stats"],
-                                     rngs={"dropout": rng})
+    out, new_vars = self.apply(self.model, {"params": params, "batch_stats": state.batch_stats},
+                               self._video(batch), train=True, mutable=["batch_stats"],
+                               rngs={"dropout": rng})
     labels = batch["label"]
     logits = out["logit"]
     bce = masked_mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32)),
@@ -173,8 +173,8 @@ class AVCLDetection(Objective):
     return bce, (metrics, {"batch_stats": new_vars["batch_stats"]})
 
   def predict(self, state, batch):
-    return self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                            self._video(batch), train=False)["logit"]
+    return self.apply(self.model, {"params": state.params, "batch_stats": state.batch_stats},
+                      self._video(batch), train=False)["logit"]
 
 
 def finetune_groups(num_layers: int, head_lr: float = 0.01, last_lr: float = 0.005,

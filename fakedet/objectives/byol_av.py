@@ -89,11 +89,11 @@ class ByolAV(Objective):
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
     del rng
-    student, s_vars = self.model.apply(
+    student, s_vars = self.apply(self.model,
         {"params": params, "batch_stats": state.batch_stats},
         self._video(batch["video_masked"]), batch["audio_masked"], train=True,
         mutable=["batch_stats"])
-    teacher, t_vars = self.model.apply(
+    teacher, t_vars = self.apply(self.model,
         {"params": state.ema_params, "batch_stats": state.ema_batch_stats},
         self._video(batch["video"]), batch["audio"], train=True, method="targets",
         mutable=["batch_stats"])
@@ -105,9 +105,10 @@ class ByolAV(Objective):
                                        "ema_batch_stats": t_vars["batch_stats"]})
 
   def eval_step(self, state, batch):
-    student = self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                               self._video(batch["video"]), batch["audio"], train=False)
-    teacher = self.model.apply({"params": state.ema_params, "batch_stats": state.ema_batch_stats},
-                               self._video(batch["video"]), batch["audio"], train=False,
-                               method="targets")
+    student = self.apply(self.model, {"params": state.params, "batch_stats": state.batch_stats},
+                         self._video(batch["video"]), batch["audio"], train=False)
+    teacher = self.apply(self.model,
+                         {"params": state.ema_params, "batch_stats": state.ema_batch_stats},
+                         self._video(batch["video"]), batch["audio"], train=False,
+                         method="targets")
     return representation_stats(student["video_p"], teacher["audio_z"], batch["valid"])

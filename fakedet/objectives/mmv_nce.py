@@ -150,8 +150,8 @@ class MMVObjective(Objective):
 
   def _apply(self, variables, batch, train: bool, **kwargs):
     video = normalize_video(batch["video"], self.mean, self.std)
-    return self.model.apply(variables, video, batch["audio"], batch["text"], train=train,
-                            **kwargs)
+    return self.apply(self.model, variables, video, batch["audio"], batch["text"], train=train,
+                      **kwargs)
 
   def _flatten(self, batch):
     """Training batches [B, P, ...] → [B·P, ...]: with ``objective.train_parts`` = P > 1 each

@@ -60,8 +60,8 @@ class PCLDetection(Objective):
     return normalize_video(frames(batch["video"]), self.mean, self.std)
 
   def _apply(self, state, batch, **kwargs):
-    return self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                            self._image(batch), train=False, **kwargs)
+    return self.apply(self.model, {"params": state.params, "batch_stats": state.batch_stats},
+                      self._image(batch), train=False, **kwargs)
 
   def init(self, rng, batch):
     return dict(self.model.init(rng, self._image(batch), train=False))
@@ -69,8 +69,8 @@ class PCLDetection(Objective):
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any],
                                                                        Dict[str, Any]]]:
     del rng
-    out, new_vars = self.model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     self._image(batch), train=True, mutable=["batch_stats"])
+    out, new_vars = self.apply(self.model, {"params": params, "batch_stats": state.batch_stats},
+                               self._image(batch), train=True, mutable=["batch_stats"])
     mask = frames(batch["mask"])[..., 0]
     valid = jax.numpy.ones(batch["label"].shape, bool)
     loss, metrics = pcl_losses.pcl_total_loss(out["volume_logits"], out["logit"], mask,

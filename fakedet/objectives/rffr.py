@@ -241,7 +241,7 @@ class RFFRMaskedImageModelling(Objective):
     images = self._images(batch["video"])
     masked = self.masked_patches(rng, images.shape[0])
     ids_keep = vit.keep_to_ids(jnp.logical_not(masked), self._num_keep())
-    pred = self.mae.apply({"params": params}, images, train=True, ids_keep=ids_keep)["pred"]
+    pred = self.apply(self.mae, {"params": params}, images, train=True, ids_keep=ids_keep)["pred"]
     per_patch = jnp.mean(jnp.square(pred - vit.patchify(images, self.patch)), axis=-1)  # [B, N]
     loss = masked_mean(per_patch, masked.astype(jnp.float32))
     return loss, ({"masked_mse": loss}, {})
@@ -337,8 +337,8 @@ class RFFRDetector(Objective):
     r = rffr.residual(images, recon, self.alpha, self.clip)
     keep = rffr.selected_patches(selected, self.k, self.size, self.patch)
     original = normalize_video(video[:, 0], self.mean, self.std)
-    out = self.detector.apply({"params": params["detector"]}, original, r, train=train,
-                              keep=keep)
+    out = self.apply(self.detector, {"params": params["detector"]}, original, r, train=train,
+                     keep=keep)
     return out, recon, r
 
   def loss(self, params, state, batch, rng):

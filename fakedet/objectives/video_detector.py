@@ -86,8 +86,8 @@ class VideoDetection(Objective):
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
     del rng
-    out, new_vars = self.model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     *self._inputs(batch), train=True, mutable=["batch_stats"])
+    out, new_vars = self.apply(self.model, {"params": params, "batch_stats": state.batch_stats},
+                               *self._inputs(batch), train=True, mutable=["batch_stats"])
     labels = batch["label"]
     everyone = jnp.ones(labels.shape, bool)
     prior = (detection.fake_prior(labels, everyone) if self.logit_adjustment
@@ -103,8 +103,8 @@ class VideoDetection(Objective):
     return total, (metrics, {"batch_stats": new_vars["batch_stats"]})
 
   def _forward(self, state, batch):
-    return self.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                            *self._inputs(batch), train=False)
+    return self.apply(self.model, {"params": state.params, "batch_stats": state.batch_stats},
+                      *self._inputs(batch), train=False)
 
   def predict(self, state, batch):
     """The raw (unadjusted) clip logits: logit adjustment only shifts the training loss."""

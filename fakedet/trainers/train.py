@@ -86,6 +86,9 @@ def reference_config() -> ml_collections.ConfigDict:
   """Every top-level key the shared trainer reads, with defaults (objective/model are open)."""
   return ml_collections.ConfigDict(dict(
       trainer="train", seed=0,
+      # Mixed precision: "bfloat16" = bf16 compute, float32 parameters, optimizer state and
+      # losses (objectives.with_precision); "float32" everywhere by default.
+      precision="float32",
       total_steps=0,  # > 0 wins; else num_epochs × (records of the first source / batch).
       num_epochs=0.0,
       warmup_epochs=0.0,  # > 0 overrides optim.warmup_steps (converted with the epoch size).
@@ -224,6 +227,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   config_check.check_input(config.input)
   config_check.check_ranges(config)
   objective_cls = objectives_lib.get(config.objective.name)
+  objectives_lib.with_precision(config)  # An unknown precision fails here, before compiling.
   if hasattr(objective_cls, "check"):
     objective_cls.check(config)
   check_selection(config.selection, objectives_lib.metric_patterns(objective_cls))
@@ -327,7 +331,7 @@ def hparams(config: ml_collections.ConfigDict) -> Dict[str, Any]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   mesh = sharding_lib.make_mesh(config.mesh)
   check_batch_split(config, mesh)
-  objective = objectives_lib.get(config.objective.name)(config)
+  objective = objectives_lib.build(config)
   steps, optim_cfg = schedule_steps(config)
   batch_size = pipeline.global_batch_size(config.input)
   skipped_before = pipeline.skipped_records()  # The count is per process; report this run's.
@@ -338,7 +342,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
   state, shardings = train_state_lib.create(objective, tx, example, init_rng, mesh,
-                                            config.mesh.param_rules)
+                                            config.mesh)
   logging.info("parameters: %s", f"{train_state_lib.count_params(state.params):,}")
 
   train_iter = iter(ds)
