@@ -87,12 +87,44 @@ class Watchdog:
     return thread
 
 
+COORDINATOR_PORT = 8476  # On process 0's host; any free port that the job's hosts can reach.
+
+
+def environment_kwargs(env: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+  """``jax.distributed.initialize`` arguments read from the environment, for the clusters JAX
+  does not detect by itself (it does TPU VMs, SLURM, Open MPI):
+
+  - ``FAKEDET_COORDINATOR_ADDRESS`` (host:port of process 0), ``FAKEDET_NUM_PROCESSES``,
+    ``FAKEDET_PROCESS_ID``: any launcher;
+  - GCP Batch with ``require_hosts_file``: ``BATCH_HOSTS_FILE`` (one host per line, task 0's
+    first), ``BATCH_TASK_COUNT``, ``BATCH_TASK_INDEX``; the port is ``FAKEDET_COORDINATOR_PORT``
+    or 8476.
+
+  Empty when neither is set (JAX's own detection then runs)."""
+  env = os.environ if env is None else env
+  if "FAKEDET_COORDINATOR_ADDRESS" in env:
+    return dict(coordinator_address=env["FAKEDET_COORDINATOR_ADDRESS"],
+                num_processes=int(env["FAKEDET_NUM_PROCESSES"]),
+                process_id=int(env["FAKEDET_PROCESS_ID"]))
+  hosts_file = env.get("BATCH_HOSTS_FILE")
+  if hosts_file and int(env.get("BATCH_TASK_COUNT", "1")) > 1:
+    with open(hosts_file) as f:
+      hosts = [line.strip() for line in f if line.strip()]
+    if not hosts:
+      raise ValueError(f"BATCH_HOSTS_FILE {hosts_file} lists no hosts")
+    port = env.get("FAKEDET_COORDINATOR_PORT", str(COORDINATOR_PORT))
+    return dict(coordinator_address=f"{hosts[0]}:{port}",
+                num_processes=int(env["BATCH_TASK_COUNT"]),
+                process_id=int(env["BATCH_TASK_INDEX"]))
+  return {}
+
+
 def initialize(watchdog_timeout: float = 20.0, **kwargs) -> None:
-  """``jax.distributed.initialize(**kwargs)`` (environment-driven on TPU VMs and SLURM when no
-  arguments are given), then the watchdog when there is more than one process."""
+  """``jax.distributed.initialize`` with ``kwargs``, else ``environment_kwargs()`` (else JAX's
+  own detection on TPU VMs and SLURM), then the watchdog when there is more than one process."""
   global _watchdog
   jax.config.update("jax_enable_recoverability", True)  # See the module docstring.
-  jax.distributed.initialize(**kwargs)
+  jax.distributed.initialize(**(kwargs or environment_kwargs()))
   if jax.process_count() > 1:
     _watchdog = Watchdog(timeout=watchdog_timeout)
     _watchdog.start()

@@ -6,6 +6,7 @@ hand over to the trainer that ``config.trainer`` names. Overrides: ``--config.a.
 from __future__ import annotations
 
 import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -19,6 +20,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join a multi-host job (jax.distributed.initialize from the "
     "environment, plus fakedet.distributed's watchdog).")
+_PREEMPTED_EXIT_CODE = flags.DEFINE_integer(
+    "preempted_exit_code", 0, "Exit status when a SIGTERM stopped the run after its checkpoint "
+    "(0: a clean exit). A launcher that retries failed tasks sets a non-zero one, so the "
+    "retried task resumes instead of the job counting as done (launch/gcp_batch.py: 143).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,10 +42,12 @@ def main(argv):
     distributed.initialize()
   logging.info("config:\n%s", config)
   try:
-    trainer.run(config, _WORKDIR.value)
+    result = trainer.run(config, _WORKDIR.value)
   except Exception:  # pylint: disable=broad-except
     distributed.wait_for_verdict()  # A peer that went away is named in one line, not this.
     raise
+  if isinstance(result, dict) and result.get("stopped") == "preempted":
+    sys.exit(_PREEMPTED_EXIT_CODE.value)
 
 
 if __name__ == "__main__":

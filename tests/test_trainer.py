@@ -166,10 +166,11 @@ def _final_params(workdir):
 
 
 @pytest.mark.integration
-def test_sigterm_saves_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_and_exits_with_the_requested_status(tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen(_main_cmd(workdir, steps=100000,
-                                    extra=["--config.checkpoint.every_steps=100000"]),
+                                    extra=["--config.checkpoint.every_steps=100000",
+                                           "--preempted_exit_code=143"]),
                           cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   lines = []
@@ -184,8 +185,10 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   proc.wait(timeout=300)
   reader.join(timeout=10)
   log = "".join(lines)
-  assert proc.returncode == 0, log[-3000:]
+  assert proc.returncode == 143, log[-3000:]  # What a retrying launcher asked for.
   assert "preemption/SIGTERM" in log
+  with open(os.path.join(workdir, "result.json")) as f:
+    assert json.load(f)["stopped"] == "preempted"
   step, params = _final_params(workdir)
   assert 0 < step < 100000  # saved where it stopped, not at a scheduled step
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))

@@ -413,6 +413,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   lr_fns = optim.learning_rates(optim_cfg, steps)
   t0 = time.perf_counter()
   plateaued = lambda: plateau is not None and plateau.should_stop
+  stop = False  # Set by a SIGTERM (any host's, on multi-host jobs).
   while step < steps and not (best is not None and best.should_stop) and not plateaued():
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       batch = sharding_lib.device_batch(next(train_iter), objective.input_keys, mesh)
@@ -467,6 +468,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
             "seconds": time.perf_counter() - t0, "train": history[-1] if history else {},
             "skipped_records": pipeline.skipped_records() - skipped_before,
             "divergence_warnings": len(guard.warnings)}
+  if stop:
+    result["stopped"] = "preempted"  # Saved on SIGTERM; `fakedet.main --preempted_exit_code`.
   if plateau is not None:
     result["plateau"] = plateau.state()
     if plateaued():
