@@ -145,7 +145,14 @@ def load_tree(workdir: str, step: int = -1, what: str = "init.workdir") -> Dict[
     raise FileNotFoundError(f"{what}={workdir!r}: {e}") from None
   manager = _reader(manager_path(directory))
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+    # As numpy, never onto the devices that wrote it: a checkpoint from a 4-host job has no
+    # sharding that this process could reproduce (orbax refuses to guess one).
+    tree = manager.item_metadata(step)["state"].tree
+    is_leaf = lambda x: hasattr(x, "shape")
+    host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree,
+                        is_leaf=is_leaf)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(restore_args=host)))
   finally:
     manager.close()
   return jax.tree.map(np.asarray, restored["state"])
@@ -163,6 +170,7 @@ class Checkpointer:
                                              enable_async_checkpointing=async_save),
         item_names=("state", "data", "selection"))
     self._stop_requested = False
+    self.input_restored = True  # False after a restore from another process count.
 
   def install_sigterm_handler(self):
     def handler(signum, frame):
@@ -199,13 +207,24 @@ class Checkpointer:
   def restore(self, abstract_state: Any, data_iter: Any,
               step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
     """(state restored into ``abstract_state``, the selection record saved with it); sets the
-    iterator."""
+    iterator when the checkpoint holds its state for this process count. A checkpoint written
+    by another number of processes (4 hosts, resumed on 2) holds none: ``input_restored`` is
+    then False and the caller starts its input at global batch ``step`` (the pipeline's global
+    batches do not depend on the process count). Orbax reshards the state itself."""
     step = self.latest_step() if step is None else step
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iter),
-        selection=ocp.args.JsonRestore()))
+    self.input_restored = self.has_input_state(step)
+    items = dict(state=ocp.args.StandardRestore(abstract_state),
+                 selection=ocp.args.JsonRestore())
+    if self.input_restored:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], dict(restored["selection"] or {})
+
+  def has_input_state(self, step: int) -> bool:
+    """Whether checkpoint ``step`` holds this process's iterator state for this process count
+    (grain writes ``process_<i>-of-<n>.json`` per process)."""
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    return (epath.Path(self.manager.directory) / str(step) / "data" / name).exists()
 
   def wait(self):
     self.manager.wait_until_finished()

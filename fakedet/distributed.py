@@ -28,6 +28,8 @@ from typing import Dict, Optional
 import jax
 
 HEARTBEAT_DIR = "fakedet/heartbeat/"
+DONE_DIR = "fakedet/done/"
+SHUTDOWN_TIMEOUT_MS = 600_000  # The slowest process's last step, evaluation and checkpoint.  # A process that finished cleanly: its silence is not a death.
 _watchdog: Optional["Watchdog"] = None
 
 
@@ -54,6 +56,7 @@ class Watchdog:
     self.last_change: Dict[int, float] = {}
     self.last_value: Dict[int, Optional[str]] = {}
     self.beat = 0
+    self.stopped = threading.Event()
 
   def check(self, now: float) -> Optional[str]:
     """One round: bump this process' counter, read everyone's; the message to exit with, or
@@ -62,10 +65,13 @@ class Watchdog:
       self.beat += 1
       self.client.key_value_set(f"{HEARTBEAT_DIR}{self.me}", str(self.beat), True)
       values = dict(self.client.key_value_dir_get(HEARTBEAT_DIR))
+      done = dict(self.client.key_value_dir_get(DONE_DIR))
     except Exception as e:  # pylint: disable=broad-except
       return (f"process {self.me}: lost the job's coordination service (hosted by process 0) "
               f"— process 0 went away or the network failed ({type(e).__name__})")
     for p in range(self.count):
+      if f"{DONE_DIR}{p}" in done:
+        continue
       value = values.get(f"{HEARTBEAT_DIR}{p}")
       if value != self.last_value.get(p) or p not in self.last_change:
         self.last_value[p], self.last_change[p] = value, now
@@ -75,11 +81,17 @@ class Watchdog:
     return None
 
   def run(self) -> None:
-    while True:
+    while not self.stopped.is_set():
       message = self.check(time.monotonic())
-      if message:
+      if message and not self.stopped.is_set():
         _exit(message)
-      time.sleep(self.interval)
+      self.stopped.wait(self.interval)
+
+  def finish(self) -> None:
+    """This process is done: peers stop expecting its heartbeat, and it stops checking theirs
+    (a peer still finishing its last step is not a peer that went away)."""
+    self.stopped.set()
+    self.client.key_value_set(f"{DONE_DIR}{self.me}", "1", True)
 
   def start(self) -> threading.Thread:
     thread = threading.Thread(target=self.run, name="fakedet-watchdog", daemon=True)
@@ -130,6 +142,27 @@ def initialize(watchdog_timeout: float = 20.0, **kwargs) -> None:
     _watchdog.start()
     logging.info("process %d of %d joined; watchdog on (%g s)", jax.process_index(),
                  jax.process_count(), watchdog_timeout)
+
+
+def shutdown() -> None:
+  """Leaves a multi-process job cleanly: marks this process done for the watchdogs, then
+  ``jax.distributed.shutdown()``, whose barrier keeps process 0 (the coordination service) alive
+  until every process has left — exiting without it, the last processes abort in XLA's agent
+  when process 0's service disappears under them."""
+  global _watchdog
+  if _watchdog is not None:
+    _watchdog.finish()
+    _watchdog = None
+  count = jax.process_count()
+  if count > 1:  # Process 0 hosts the service: it leaves last, once the others have left.
+    client = _client()
+    client.wait_at_barrier("fakedet_shutdown", SHUTDOWN_TIMEOUT_MS)
+    if jax.process_index() == 0:
+      deadline = time.monotonic() + 60
+      while (len(client.get_live_nodes(list(range(count)))) > 1
+             and time.monotonic() < deadline):
+        time.sleep(0.2)
+  jax.distributed.shutdown()
 
 
 def wait_for_verdict() -> None:

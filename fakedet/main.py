@@ -46,6 +46,8 @@ def main(argv):
   except Exception:  # pylint: disable=broad-except
     distributed.wait_for_verdict()  # A peer that went away is named in one line, not this.
     raise
+  if _DISTRIBUTED.value:
+    distributed.shutdown()
   if isinstance(result, dict) and result.get("stopped") == "preempted":
     sys.exit(_PREEMPTED_EXIT_CODE.value)
 

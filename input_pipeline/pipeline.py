@@ -4,7 +4,9 @@ Training: every source (e.g. the forgery set and an extra real corpus) is an inf
 reshuffled-per-epoch stream of record indices; each index becomes a random clip plus its
 augmented views (``random_map``: the per-element RNG depends only on the seed and the position,
 so results do not depend on worker count), and every global batch holds exactly
-``sources.<name>.batch_size`` clips of each source. Iterator state (``get_state``/``set_state``)
+``sources.<name>.batch_size`` clips of each source. Every process builds the same global stream
+and reads its rows of each global batch (``HostRows``): the global batches do not depend on the
+process count. Iterator state (``get_state``/``set_state``)
 goes into the checkpoint so a resumed run sees exactly the batches of an uninterrupted one.
 
 Evaluation: every (record, clip start) pair of uniform non-overlapping clips, in order, the last
@@ -135,14 +137,49 @@ def _index_stream(selected: np.ndarray, labels: np.ndarray, balance: str, seed: 
   raise ValueError(f"balance={balance!r}: expected 'none' or 'class'")
 
 
+class HostRows(grain.MapDataset):
+  """This process's rows of every global batch of ``parent`` (a global stream):
+  element j is global element (j // h)·B + index·h + j % h, with h = B / count.
+
+  Every process builds the same global stream (same records, same shuffles, same per-element
+  RNG from the global position) and reads only its rows, so the global batch k is the same
+  clips in the same order whatever the number of processes — one process included. A run
+  checkpointed by 4 processes can therefore resume on 2 (or 1) at the same input position:
+  batch k of the global stream, k = the step."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, index: int, count: int):
+    super().__init__(parent)
+    self._global = global_batch
+    self._host = per_host(global_batch, count, "global batch")
+    self._offset = index * self._host
+    self._length = len(parent) // global_batch * self._host
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _global_index(self, j: int) -> int:
+    return j // self._host * self._global + self._offset + j % self._host
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global_index(index)]
+
+  def _getitems(self, indices: Sequence[int]):
+    parent = self._parent
+    return parent._getitems([self._global_index(j) for j in indices])  # pylint: disable=protected-access
+
+  def __str__(self) -> str:
+    return f"HostRows[{self._offset}:+{self._host} of {self._global}]"
+
+
 def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any], seed: int,
-                    process_index: int, process_count: int):
+                    process_index: int, process_count: int, start_batch: int = 0):
   source = open_source(scfg, f"input.sources.{name}")
   selection = sources.Selection.from_config(scfg)
-  selected = selection.indices(source.index)[process_index::process_count]
+  selected = selection.indices(source.index)
   if not len(selected):
-    raise ValueError(f"input.sources.{name}: no records of {source} match {selection} on "
-                     f"process {process_index}/{process_count}")
+    raise ValueError(f"input.sources.{name}: no records of {source} match {selection}")
   labels = np.asarray(source.index["label"])
   stream = _index_stream(selected, labels, scfg["balance"], seed, scfg["samples_per_record"])
   if scfg["balance"] == "class":
@@ -159,8 +196,11 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
                                                        f"input.sources.{name}")
                               if icfg["i2g"]["p"] > 0 else None))
   host_batch = per_host(scfg["batch_size"], process_count, f"input.sources.{name}.batch_size")
-  return stream.random_map(fn, seed=_derive_seed(seed, 1)).to_iter_dataset().batch(
-      host_batch, drop_remainder=True)
+  clips = HostRows(stream.random_map(fn, seed=_derive_seed(seed, 1)), scfg["batch_size"],
+                   process_index, process_count)
+  if start_batch:
+    clips = clips[start_batch * host_batch:]
+  return clips.to_iter_dataset().batch(host_batch, drop_remainder=True)
 
 
 def _concat(batches: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -172,19 +212,21 @@ def _concat(batches: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray
 
 
 def train_dataset(icfg: Mapping[str, Any], seed: int, *, process_index: Optional[int] = None,
-                  process_count: Optional[int] = None):
+                  process_count: Optional[int] = None, start_batch: int = 0):
   """grain IterDataset of this process's share of every global training batch.
 
   Args:
     icfg: the ``config.input`` section (see configs/common.py for its fields).
     seed: the run's data seed.
+    start_batch: the first global batch to produce (a resume whose checkpoint holds no
+      iterator state for this process count; ``HostRows`` makes batch k well defined).
   """
   pi, pc = _process(process_index, process_count)
   names = sorted(icfg["sources"])
   if not names:
     raise ValueError("input.sources is empty: configure at least one training source")
-  datasets = [_source_dataset(n, icfg["sources"][n], icfg, _derive_seed(seed, k), pi, pc)
-              for k, n in enumerate(names)]
+  datasets = [_source_dataset(n, icfg["sources"][n], icfg, _derive_seed(seed, k), pi, pc,
+                              start_batch) for k, n in enumerate(names)]
   ds = datasets[0] if len(datasets) == 1 else grain.experimental.ZipIterDataset(datasets).map(_concat)
   if icfg["num_workers"] > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=icfg["num_workers"]))

@@ -46,6 +46,21 @@ def test_watchdog_names_the_process_whose_heartbeat_stopped(monkeypatch):
                      "this process too")
 
 
+def test_a_process_that_finished_is_not_reported_as_gone(monkeypatch):
+  """A finished process marks itself done (``Watchdog.finish``): peers still on their last step
+  keep going instead of ending the job over its silence."""
+  monkeypatch.setattr(distributed.jax, "process_index", lambda: 0)
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  client = _FakeClient()
+  peer = distributed.Watchdog(timeout=5.0, client=client)
+  monkeypatch.setattr(distributed.jax, "process_index", lambda: 1)
+  finished = distributed.Watchdog(timeout=5.0, client=client)
+  finished.check(0.0)
+  finished.finish()
+  assert finished.stopped.is_set()
+  assert all(peer.check(float(t)) is None for t in range(0, 30, 3))
+
+
 def test_watchdog_reports_a_lost_coordinator(monkeypatch):
   monkeypatch.setattr(distributed.jax, "process_index", lambda: 1)
   monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
@@ -59,32 +74,36 @@ def test_watchdog_reports_a_lost_coordinator(monkeypatch):
                             "process 0)")
 
 
-def _pair(port, timeout=6):
+def _pair(port, timeout=6, count=2):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen([sys.executable, SCRIPT, f"--process_id={i}", f"--port={port}",
-                             f"--timeout={timeout}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+                             f"--timeout={timeout}", f"--num_processes={count}"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(count)]
   for p in procs:
     assert p.stdout.readline().strip() == "joined", p.stderr.read()[-2000:]
   return procs
 
 
 @pytest.mark.integration
-def test_killing_a_worker_ends_the_others_with_one_line():
+@pytest.mark.parametrize("count", [2, 4])
+def test_killing_a_worker_ends_the_others_with_one_line(count):
   import portpicker
-  procs = _pair(portpicker.pick_unused_port())
+  procs = _pair(portpicker.pick_unused_port(), count=count)
   time.sleep(2)
   t0 = time.time()
-  procs[1].send_signal(signal.SIGKILL)
-  procs[0].wait(timeout=120)
-  elapsed = time.time() - t0
-  err = procs[0].stderr.read()
-  lines = [l for l in err.splitlines() if l.strip()]
-  assert procs[0].returncode == 1 and elapsed < 60, (procs[0].returncode, elapsed)
-  assert lines[-1] == ("error: process 0: process 1 of 2 went away (no heartbeat for "
-                       f"{lines[-1].split('for ')[1].split(' s)')[0]} s); stopping this "
-                       "process too"), err[-2000:]
-  assert "Traceback" not in err
+  gone = count - 1
+  procs[gone].send_signal(signal.SIGKILL)
+  for i, proc in enumerate(procs[:gone]):
+    proc.wait(timeout=120)
+    elapsed = time.time() - t0
+    err = proc.stderr.read()
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert proc.returncode == 1 and elapsed < 60, (i, proc.returncode, elapsed)
+    assert lines[-1] == (f"error: process {i}: process {gone} of {count} went away (no "
+                         f"heartbeat for {lines[-1].split('for ')[1].split(' s)')[0]} s); "
+                         "stopping this process too"), err[-2000:]
+    assert "Traceback" not in err
 
 
 @pytest.mark.integration

@@ -353,6 +353,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     state, selection_record = ckpt.restore(
         train_state_lib.abstract_with_shardings(state, shardings), train_iter)
     logging.info("resumed from the checkpoint at step %d", int(state.step))
+    if not ckpt.input_restored:  # Written by another process count: global batch = step.
+      logging.info("the checkpoint holds no input state for %d process(es): starting the input "
+                   "at global batch %d", jax.process_count(), int(state.step))
+      train_iter.close()
+      train_iter = iter(pipeline.train_dataset(config.input, config.seed,
+                                               start_batch=int(state.step)))
   elif warm_start.sections(config.init):  # Only a fresh run warm-starts; a resumed one has
     state = warm_start.warm_start(state, config.init)  # its own weights.
     for source, _, rules in warm_start.sections(config.init):
