@@ -57,6 +57,7 @@ class Watchdog:
     self.last_value: Dict[int, Optional[str]] = {}
     self.beat = 0
     self.stopped = threading.Event()
+    self.gone: Optional[int] = None  # The process whose heartbeat stopped.
 
   def check(self, now: float) -> Optional[str]:
     """One round: bump this process' counter, read everyone's; the message to exit with, or
@@ -76,6 +77,7 @@ class Watchdog:
       if value != self.last_value.get(p) or p not in self.last_change:
         self.last_value[p], self.last_change[p] = value, now
       elif p != self.me and now - self.last_change[p] > self.timeout:
+        self.gone = p
         return (f"process {self.me}: process {p} of {self.count} went away (no heartbeat for "
                 f"{now - self.last_change[p]:.0f} s); stopping this process too")
     return None
@@ -84,8 +86,31 @@ class Watchdog:
     while not self.stopped.is_set():
       message = self.check(time.monotonic())
       if message and not self.stopped.is_set():
+        try:
+          self.client.key_value_set(f"{EXIT_DIR}{self.me}", "1", True)
+        except Exception:  # pylint: disable=broad-except  The service may be gone already.
+          pass
+        if self.me == 0:
+          self.outlive_peers()
         _exit(message)
       self.stopped.wait(self.interval)
+
+  def outlive_peers(self) -> None:
+    """Process 0 hosts the coordination service: leaving at once would take it away from the
+    other survivors, whose XLA agents then abort (a stack dump, no word of which process went
+    away) before their own watchdogs speak. It waits — at most one timeout — until every other
+    survivor has said it is leaving (a key in the store process 0 serves: a local read)."""
+    deadline = time.monotonic() + self.timeout + 2 * self.interval
+    expected = set(range(1, self.count)) - {self.gone}
+    while time.monotonic() < deadline:
+      try:
+        left = {int(k.rsplit("/", 1)[1]) for k, _ in self.client.key_value_dir_get(EXIT_DIR)}
+      except Exception:  # pylint: disable=broad-except
+        return
+      if expected <= left:
+        time.sleep(1.0)  # Their os._exit follows the key within microseconds; on a loaded
+        return  # machine, let it happen before the service closes under them.
+      time.sleep(0.1)
 
   def finish(self) -> None:
     """This process is done: peers stop expecting its heartbeat, and it stops checking theirs
@@ -171,4 +196,7 @@ def wait_for_verdict() -> None:
   if none did, so the caller re-raises the real error."""
   if _watchdog is None:
     return
-  time.sleep(_watchdog.timeout + 3 * _watchdog.interval)
+  dog = _watchdog
+  time.sleep(dog.timeout + 3 * dog.interval)
+  if dog.gone is not None:  # It has spoken and is outliving the peers (process 0): let it end.
+    time.sleep(dog.timeout + 3 * dog.interval)
