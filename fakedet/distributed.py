@@ -28,8 +28,8 @@ from typing import Dict, Optional
 import jax
 
 HEARTBEAT_DIR = "fakedet/heartbeat/"
-DONE_DIR = "fakedet/done/"
-SHUTDOWN_TIMEOUT_MS = 600_000  # The slowest process's last step, evaluation and checkpoint.  # A process that finished cleanly: its silence is not a death.
+DONE_DIR = "fakedet/done/"  # A process that finished cleanly: its silence is not a death.
+SHUTDOWN_TIMEOUT_MS = 600_000  # The slowest process's last step, evaluation and checkpoint.
 _watchdog: Optional["Watchdog"] = None
 
 
@@ -170,10 +170,10 @@ def initialize(watchdog_timeout: float = 20.0, **kwargs) -> None:
 
 
 def shutdown() -> None:
-  """Leaves a multi-process job cleanly: marks this process done for the watchdogs, then
-  ``jax.distributed.shutdown()``, whose barrier keeps process 0 (the coordination service) alive
-  until every process has left — exiting without it, the last processes abort in XLA's agent
-  when process 0's service disappears under them."""
+  """Leaves a multi-process job cleanly: marks this process done for the watchdogs, meets the
+  others at a barrier, and process 0 (the coordination service) calls
+  ``jax.distributed.shutdown()`` only once the others have left — leaving first, it made the
+  others' agents abort when its service disappeared under their own shutdown."""
   global _watchdog
   if _watchdog is not None:
     _watchdog.finish()

@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
+SHARD_MIN_SIZE = 2**16  # Elements (256 KiB in float32); config.mesh.shard_min_size's default.
 
 
 def mesh_config() -> ml_collections.ConfigDict:
@@ -35,7 +36,7 @@ def mesh_config() -> ml_collections.ConfigDict:
       # (regex on the '/'-joined param path, PartitionSpec tuple); first match wins.
       param_rules=(),
       # Unmatched leaves with at least this many elements are split over fsdp / model (above).
-      shard_min_size=2**16,
+      shard_min_size=SHARD_MIN_SIZE,
   ))
 
 
@@ -108,7 +109,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def param_shardings(tree: Any, mesh: Mesh, rules: Sequence[Tuple[str, Tuple]] = (),
-                    shard_min_size: int = 2**16) -> Any:
+                    shard_min_size: int = SHARD_MIN_SIZE) -> Any:
   """Per-leaf NamedShardings: the first matching rule's spec, else ``size_rule_spec``."""
   compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
 
@@ -125,8 +126,9 @@ def param_shardings(tree: Any, mesh: Mesh, rules: Sequence[Tuple[str, Tuple]] = 
 def state_shardings(tree: Any, mesh: Mesh, mcfg: Mapping[str, Any] | None = None) -> Any:
   """``param_shardings`` with ``config.mesh``'s rules and size threshold (defaults when None)."""
   mcfg = mcfg if mcfg is not None else mesh_config()
+  # .get: a workdir's config.json written before shard_min_size existed still restores.
   return param_shardings(tree, mesh, tuple(mcfg.get("param_rules", ())),
-                         int(mcfg.get("shard_min_size", 2**16)))
+                         int(mcfg.get("shard_min_size", SHARD_MIN_SIZE)))
 
 
 def size_rule_spec(shape: Sequence[int], mesh: Mesh, min_size: int) -> P:
