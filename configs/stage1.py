@@ -25,24 +25,15 @@ import ml_collections
 from configs import common
 from input_pipeline import config as input_config
 
-# Teacher view clean, student view cropped independently (paper §3.1, B.3) ...
-VIEW_OPS = ("random_crop(key='video', out_key='video_masked', size={crop}, resize={size})"
-            "|random_crop(key='video', size={crop}, resize={size})"
-            "|flip(keys=('video', 'video_masked'))"
-            "|grayscale(keys=('video', 'video_masked'))"
-            "|log_mel|copy(src='audio', dst='audio_masked')")
-# ... and masked: random erasing, one time span in both modalities, mel bins (students only).
-MASK_OPS = ("random_erase(key='video_masked', p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3))"
-            "|time_mask(video_key='video_masked', audio_key='audio_masked', max_frames={tmask},"
-            " audio_ratio=4, p=0.5)"
-            "|freq_mask(key='audio_masked', max_bins=27, p=0.5)")
-EVAL_OPS = "center_crop(size={crop}, resize={size})|log_mel"
+EVAL_OPS = "center_crop(size={crop}, resize={size})|" + common.REALFORENSICS_LOG_MEL
 
 
-def train_ops(crop: int, size: int, tmask: int = 12, masking: bool = True) -> str:
-  """The stage-1 training op string: both views, plus the students' masking if ``masking``."""
-  ops = VIEW_OPS.format(crop=crop, size=size)
-  return f"{ops}|{MASK_OPS.format(tmask=tmask)}" if masking else ops
+def train_ops(crop: int, size: int, tmask: int = 12, masking: bool = True,
+              mean=common.RGB_MEAN) -> str:
+  """The stage-1 training op string: the teachers' clean views and the students' own views
+  (paper §3.1, B.3; as the authors' code draws them), masked if ``masking``."""
+  return common.realforensics_views(crop, size, mean=mean, masking=masking, tmask=tmask,
+                                    audio=True)
 
 
 def get_config(arg=None):
@@ -57,8 +48,9 @@ def get_config(arg=None):
                           width_multiplier=1.0, dtype="float32"),
       projector=dict(name="conv_projector", features=256),
       predictor=dict(name="transformer_predictor", num_heads=8, head_dim=64, mlp_dim=2048),
-      pixel_mean=(0.421, 0.421, 0.421),
-      pixel_std=(0.165, 0.165, 0.165),
+      # The authors' RGB normalisation (ImageNet); 0.421 / 0.165 is their greyscale models'.
+      pixel_mean=common.RGB_MEAN,
+      pixel_std=common.RGB_STD,
   ))
 
   config.input.clip_frames = 25

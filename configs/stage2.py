@@ -14,7 +14,10 @@ epochs of the forgery set, early stopping on validation AUC:
       --config.input.sources.reals.data_dir=gs://BUCKET/lrw_records \
       --config.input.eval.data_dir=gs://BUCKET/ffpp_c23
 
-Variants (comma-separated): ``baseline`` — the "only CSN" row of Table 5: the same backbone from
+Variants (comma-separated): ``robustness`` — the model the authors evaluate under corruptions
+(paper §4.3, Table 4): trained without masking (greyscale, flip and crop only; see
+docs/robustness.md); ``grey`` — a one-channel model (the authors' greyscale setting: luma input
+normalised by 0.421 / 0.165); ``baseline`` — the "only CSN" row of Table 5: the same backbone from
 scratch, linear head, plain BCE, no auxiliary loss, no warm start; ``demo`` — the embedded
 synthetic data and the stage-1 demo's model, starting from ``configs/stage1.py:demo`` run in
 /tmp/fakedet_stage1 (the README quickstart); ``holdout=FAMILY`` — leave one manipulation out
@@ -38,19 +41,25 @@ from fakedet.objectives.video_detector import STAGE1_INIT_RULES
 from fakedet.trainers import train
 from input_pipeline import config as input_config
 
-# Stage-1 views (one crop, flip, random grey) and the paper's video masking (B.3).
-TRAIN_OPS = ("random_crop(size={crop}, resize={size})|flip|grayscale")
-MASK_OPS = ("|random_erase(p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3))"
-            "|time_mask(video_key='video', audio_key=None, max_frames=12, p=0.5)")
 EVAL_OPS = "center_crop(size={crop}, resize={size})"
 
 
+def train_ops(crop: int, size: int, mean, masking: bool = True) -> str:
+  """The authors' stage-2 views (stage2/data/combined_dm.py): the frozen teacher's clean
+  ``video`` (own crop and flip, never grey, erased or time-masked) and the student's
+  ``video_masked`` (own crop and flip, grey with p 0.5 for RGB models, random erasing and a
+  time mask of up to 12 frames if ``masking``)."""
+  return common.realforensics_views(crop, size, mean=mean, masking=masking)
+
+
 def get_config(arg=None):
-  variant = common.variants(arg, "configs/stage2.py", flags=("demo", "baseline"),
-                            keys=("holdout",))
+  variant = common.variants(arg, "configs/stage2.py",
+                            flags=("demo", "baseline", "robustness", "grey"), keys=("holdout",))
   config = common.base_config()
+  # The student trains on its own masked view; the teacher sees the clean one (the authors'
+  # code; the paper's B.3 does not say which view the teacher gets).
   config.objective = ml_collections.ConfigDict(dict(
-      name="video_detector", logit_adjustment=True, aux_weight=1.0))
+      name="video_detector", logit_adjustment=True, aux_weight=1.0, train_view="video_masked"))
 
   config.model = ml_collections.ConfigDict(dict(
       backbone=dict(name="csn", stage_blocks=(3, 4, 23, 3), width_multiplier=1.0,
@@ -59,12 +68,18 @@ def get_config(arg=None):
       aux_projector=dict(name="conv_projector", features=256),
       aux_predictor=dict(name="transformer_predictor", num_heads=8, head_dim=64, mlp_dim=2048),
       teacher=True,
-      pixel_mean=(0.421, 0.421, 0.421),
-      pixel_std=(0.165, 0.165, 0.165),
+      # The authors' teacher module stays in train mode: BatchNorm over the batch's real clips.
+      teacher_bn="batch",
+      # The authors' RGB normalisation (ImageNet); ``:grey`` is their one-channel setting.
+      pixel_mean=common.RGB_MEAN,
+      pixel_std=common.RGB_STD,
   ))
+  if variant.get("grey"):
+    config.model.pixel_mean, config.model.pixel_std = common.GREY_MEAN, common.GREY_STD
+  masking = not variant.get("robustness")
 
   config.input.clip_frames = 25
-  config.input.train_ops = TRAIN_OPS.format(crop=140, size=112) + MASK_OPS
+  config.input.train_ops = train_ops(140, 112, config.model.pixel_mean, masking)
   config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
   # Fixed counts per batch (paper: 32 forgery-set clips + 256 extra reals). An epoch is a pass
   # over the first source in name order: the forgery set.
@@ -124,7 +139,7 @@ def _demo(config):
   m.aux_projector.features = 64
   m.aux_predictor.update(num_heads=4, head_dim=16, mlp_dim=128)
   # As the stage-1 demo: crops and flips, no masking (it slows a short run).
-  config.input.train_ops = TRAIN_OPS.format(crop=84, size=48)
+  config.input.train_ops = train_ops(84, 48, m.pixel_mean, masking=False)
   config.input.eval.ops = EVAL_OPS.format(crop=84, size=48)
   config_variants.synthetic_detector_demo(config, init_workdir="/tmp/fakedet_stage1")
   config.input.sources.reals.data_dir = "synthetic:extra"

@@ -451,9 +451,7 @@ def random_erase(key: str = "video", p: float = 0.5, scale: Tuple[float, float] 
   scale = _check_range(op, "scale", scale, 0.0, 1.0)
   ratio = _check_range(op, "ratio", ratio, 1e-6, math.inf)
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-  value_arr = np.asarray(value)
-  if value_arr.dtype.kind not in "iuf" or value_arr.ndim > 1:
-    _fail(op, "value", value, "a number or a tuple of per-channel numbers")
+  value_arr = _check_fill(op, "value", value)
 
   def fn(example, rng):
     if not rng.random() < p:
@@ -462,13 +460,7 @@ def random_erase(key: str = "video", p: float = 0.5, scale: Tuple[float, float] 
     box = _erase_box(rng, video.shape[1], video.shape[2], scale, log_ratio)
     if box is None:
       return dict(example)
-    if value_arr.ndim == 1 and value_arr.shape[0] != video.shape[-1]:
-      raise ValueError(f"{op}: value has {value_arr.shape[0]} entries but {key!r} has "
-                       f"{video.shape[-1]} channels")
-    if video.dtype.kind in "iu":
-      info = np.iinfo(video.dtype)
-      if value_arr.min() < info.min or value_arr.max() > info.max:
-        raise ValueError(f"{op}: value={value!r} does not fit {key!r} of dtype {video.dtype}")
+    _check_fill_fits(op, "value", value_arr, video, key)
     top, left, h, w = box
     erased = video.copy()
     erased[:, top:top + h, left:left + w] = value_arr.astype(video.dtype)
@@ -479,20 +471,42 @@ def random_erase(key: str = "video", p: float = 0.5, scale: Tuple[float, float] 
   return fn
 
 
-def _zero_span(x: np.ndarray, start: int, stop: int, axis: int) -> np.ndarray:
-  """Copy of x with [start, stop) along axis set to zero."""
+def _zero_span(x: np.ndarray, start: int, stop: int, axis: int, value: Any = 0) -> np.ndarray:
+  """Copy of x with [start, stop) along axis set to ``value`` (scalar or per last-axis entry)."""
   out = x.copy()
   index = [slice(None)] * x.ndim
   index[axis] = slice(start, stop)
-  out[tuple(index)] = 0
+  out[tuple(index)] = np.asarray(value).astype(x.dtype)
   return out
+
+
+def _check_fill(op: str, arg: str, value: Any) -> np.ndarray:
+  arr = np.asarray(value)
+  if arr.dtype.kind not in "iuf" or arr.ndim > 1:
+    _fail(op, arg, value, "a number or a tuple of per-channel numbers")
+  return arr
+
+
+def _check_fill_fits(op: str, arg: str, value: np.ndarray, x: np.ndarray, key: str) -> None:
+  if value.ndim == 1 and value.shape[0] != x.shape[-1]:
+    raise ValueError(f"{op}: {arg} has {value.shape[0]} entries but {key!r} has "
+                     f"{x.shape[-1]} channels")
+  if x.dtype.kind in "iu":
+    info = np.iinfo(x.dtype)
+    if value.min() < info.min or value.max() > info.max:
+      raise ValueError(f"{op}: {arg}={value.tolist()!r} does not fit {key!r} of dtype {x.dtype}")
 
 
 @register("time_mask")
 def time_mask(video_key: Optional[str] = "video", audio_key: Optional[str] = "audio",
-              max_frames: int = 12, audio_ratio: int = 4, p: float = 0.5):
+              max_frames: int = 12, audio_ratio: int = 4, p: float = 0.5,
+              video_value: Any = 0):
   """With probability p zero n ~ U{0..max_frames} consecutive video frames and the same span
   (x audio_ratio) of log-mel frames, so the masked time is missing in both modalities.
+
+  ``video_value`` fills the masked frames (scalar or per channel). RealForensics masks after
+  normalisation, so its masked frames are the normalisation mean; on uint8 frames that is
+  ``round(255 · mean)`` per channel (within half a grey level of it).
 
   Either key may be None to mask one modality; the span is always drawn in video frames
   (T = audio frames // audio_ratio when video_key is None). Needs audio frames ==
@@ -506,11 +520,14 @@ def time_mask(video_key: Optional[str] = "video", audio_key: Optional[str] = "au
   max_frames = _check_int(op, "max_frames", max_frames, 0)
   audio_ratio = _check_int(op, "audio_ratio", audio_ratio, 1)
   p = _check_prob(op, p)
+  fill = _check_fill(op, "video_value", video_value)
 
   def fn(example, rng):
     if not rng.random() < p:
       return dict(example)
     video = None if video_key is None else _get(op, example, video_key)
+    if video is not None:
+      _check_fill_fits(op, "video_value", fill, video, video_key)
     audio = None if audio_key is None else _get(op, example, audio_key)
     if video is not None:
       num_frames = video.shape[0]
@@ -525,7 +542,7 @@ def time_mask(video_key: Optional[str] = "video", audio_key: Optional[str] = "au
     if n == 0:
       return out
     if video is not None:
-      out[video_key] = _zero_span(video, start, start + n, axis=0)
+      out[video_key] = _zero_span(video, start, start + n, axis=0, value=fill)
     if audio is not None:
       out[audio_key] = _zero_span(audio, start * audio_ratio, (start + n) * audio_ratio, axis=0)
     return out

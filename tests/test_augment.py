@@ -359,3 +359,16 @@ def test_runtime_errors_name_the_op():
     _apply("random_erase(p=1.0, value=300)", {"video": np.zeros((1, 40, 40, 3), np.uint8)})
   with pytest.raises(KeyError, match="flip"):
     _apply("flip(keys=('video', 'nope'), p=1.0)", {"video": np.zeros((1, 4, 4, 3), np.uint8)})
+
+
+def test_time_mask_fills_the_given_colour_and_checks_it():
+  """RealForensics masks after normalisation (zeros = the mean colour): ``video_value``."""
+  video = np.full((T, 2, 2, 3), 7, np.uint8)
+  out = _apply("time_mask(audio_key=None, max_frames=25, p=1.0, video_value=(124, 116, 104))",
+               {"video": video}, 3)["video"]
+  masked = np.all(out != 7, axis=(1, 2, 3))
+  assert masked.any() and np.all(out[masked] == np.array([124, 116, 104], np.uint8))
+  with pytest.raises(ValueError, match=r"time_mask: video_value=300 does not fit"):
+    _apply("time_mask(audio_key=None, p=1.0, video_value=300)", {"video": video}, 3)
+  with pytest.raises(ValueError, match="video_value has 2 entries"):
+    _apply("time_mask(audio_key=None, p=1.0, video_value=(1, 2))", {"video": video}, 3)

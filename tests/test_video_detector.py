@@ -196,3 +196,44 @@ def test_mmv_rules_warm_start_fakeout_from_an_mmv_state():
 def objectives_get(name):
   from fakedet import objectives
   return objectives.get(name)
+
+
+@pytest.mark.integration  # Compiles a detector with its teacher twice: ~15 s on 2 cores.
+def test_teacher_sees_the_clean_view_with_real_clip_batch_statistics():
+  """The authors' stage 2: the frozen teacher gets its own clean view (never the student's
+  masked one), its BatchNorm runs on the batch statistics of the REAL clips, and its running
+  statistics stay as loaded."""
+  config = _config()
+  config.objective.train_view = "video_masked"
+  obj = video_detector.VideoDetection(config)
+  assert obj.input_keys == ("video_masked", "video", "label")
+  batch = _batch()
+  batch["video_masked"] = 255 - batch["video"]
+  _, state = _state(obj, batch)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+  @jax.jit
+  def targets(b):
+    out, _ = obj.model.apply(variables, obj._video(b["video_masked"]), train=True,
+                             teacher_video=obj._video(b["video"]),
+                             teacher_real=b["label"] == 0, mutable=["batch_stats"])
+    return out["teacher_target"]
+
+  reals = np.asarray(batch["label"]) == 0
+  base = np.asarray(targets(batch))
+  student_changed = dict(batch, video_masked=jnp.zeros_like(batch["video_masked"]))
+  np.testing.assert_array_equal(np.asarray(targets(student_changed)), base)
+  fakes_changed = dict(batch, video=batch["video"].at[1].set(0).at[3].set(255))
+  np.testing.assert_allclose(np.asarray(targets(fakes_changed))[reals], base[reals],
+                             rtol=1e-5, atol=1e-6)
+  reals_changed = dict(batch, video=batch["video"].at[0].set(7))
+  assert not np.allclose(np.asarray(targets(reals_changed))[2], base[2])  # Shared statistics.
+  running = jax.jit(functools.partial(obj.model.apply, train=False))(
+      variables, obj._video(batch["video_masked"]), teacher_video=obj._video(batch["video"]))
+  assert not np.allclose(np.asarray(running["teacher_target"]), base, atol=1e-3)
+
+  _, (_, new_vars) = _grad(obj)(state.params, state, batch, None)
+  for name, stats in new_vars["batch_stats"].items():
+    same = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), stats,
+                                     state.batch_stats[name]))
+    assert same == name.startswith("teacher_"), name

@@ -27,7 +27,7 @@ conv as a 2D conv over stacked frames); GPU/TPU prefer the native ones.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -44,6 +44,13 @@ _UNIT = (1, 1, 1)
 def _pointwise(features: int, strides: Sequence[int], dtype: Any, name: str) -> nn.Conv:
   return nn.Conv(features, _UNIT, strides=tuple(strides), padding="VALID", use_bias=False,
                  kernel_init=_CONV_INIT, dtype=dtype, name=name)
+
+
+def _broadcast_mask(mask: Optional[jax.Array], x: jax.Array) -> Optional[jax.Array]:
+  """[B] bool → [B, 1, …, 1] broadcast to x: BatchNorm's statistics over the masked clips."""
+  if mask is None:
+    return None
+  return jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x.shape)
 
 
 def _bn(train: bool, dtype: Any, name: str, zero_init: bool = False) -> nn.BatchNorm:
@@ -74,17 +81,21 @@ class Bottleneck(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool,
+               bn_mask: Optional[jax.Array] = None) -> jax.Array:
+    """``bn_mask``: see `CSN.__call__`."""
+    bn = lambda name, **kw: lambda v: _bn(train, self.dtype, name, **kw)(
+        v, mask=_broadcast_mask(bn_mask, v))
     y = _pointwise(self.inner, _UNIT, self.dtype, "conv_a")(x)
-    y = nn.relu(_bn(train, self.dtype, "bn_a")(y))
+    y = nn.relu(bn("bn_a")(y))
     y = depthwise.DepthwiseConv3D(self.inner, self.strides, self.depthwise_impl,
                                   kernel_init=_CONV_INIT, dtype=self.dtype, name="conv_b")(y)
-    y = nn.relu(_bn(train, self.dtype, "bn_b")(y))
+    y = nn.relu(bn("bn_b")(y))
     y = _pointwise(self.features, _UNIT, self.dtype, "conv_c")(y)
-    y = _bn(train, self.dtype, "bn_c", zero_init=True)(y)
+    y = bn("bn_c", zero_init=True)(y)
     if tuple(self.strides) != _UNIT or x.shape[-1] != self.features:
       x = _pointwise(self.features, self.strides, self.dtype, "shortcut_conv")(x)
-      x = _bn(train, self.dtype, "shortcut_bn")(x)
+      x = bn("shortcut_bn")(x)
     return nn.relu(x + y)
 
 
@@ -133,12 +144,18 @@ class CSN(nn.Module):
     return tuple(out)
 
   @nn.compact
-  def __call__(self, video: jax.Array, *, train: bool) -> Dict[str, jax.Array]:
+  def __call__(self, video: jax.Array, *, train: bool,
+               bn_mask: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """Video [B, T, H, W, Cin] (float, normalised; Cin = 3 RGB or 1 greyscale) → dict of
 
       frames: [B, T, C] per-frame embeddings (spatially averaged feature map);
       feature_map: [B, T, h, w, C] last-stage map, h = ceil(H / 32) (4 for H = 112),
     with C = the last width (2048 at paper size). T is preserved.
+
+    ``bn_mask`` [B] bool (train mode only): BatchNorm's batch statistics come from the clips
+    where it is True. RealForensics' stage-2 teacher runs in train mode on the REAL clips of a
+    batch only (the authors index them out); a fixed-shape batch gets the same statistics by
+    masking, and every clip is still normalised by them.
     """
     if video.ndim != 5:
       raise ValueError(f"expected video [B, T, H, W, C]; got shape {video.shape}")
@@ -148,7 +165,7 @@ class CSN(nn.Module):
     x = frame_conv.FrameConv3D(self._scaled(self.stem_width), (3, 7, 7), (2, 2),
                                ((1, 1), (3, 3), (3, 3)), self.stem_impl, kernel_init=_CONV_INIT,
                                dtype=dtype, name="stem_conv")(x)
-    x = nn.relu(_bn(train, dtype, "stem_bn")(x))
+    x = nn.relu(_bn(train, dtype, "stem_bn")(x, mask=_broadcast_mask(bn_mask, x)))
     self.sow("intermediates", "stem", x)
     x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
     self.sow("intermediates", "pool1", x)
@@ -157,7 +174,7 @@ class CSN(nn.Module):
       for b in range(num_blocks):
         strides = (1, stride, stride) if b == 0 else _UNIT
         x = Bottleneck(width, inner, strides, self.depthwise_impl, dtype,
-                       name=f"res{s + 1}_block{b + 1}")(x, train=train)
+                       name=f"res{s + 1}_block{b + 1}")(x, train=train, bn_mask=bn_mask)
       self.sow("intermediates", f"res{s + 1}", x)
     return {"frames": jnp.mean(x, axis=(2, 3)), "feature_map": x}
 

@@ -50,11 +50,14 @@ class ConvProjector(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """[B, T, C] → [B, T, features]; frames never interact except through BN batch stats."""
+  def __call__(self, x: jax.Array, *, train: bool,
+               bn_mask: Optional[jax.Array] = None) -> jax.Array:
+    """[B, T, C] → [B, T, features]; frames never interact except through BN batch stats
+    (taken over the clips where ``bn_mask`` [B] is True, when given: see `csn.CSN`)."""
     _check_frames(x)
     x = nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype, name="dense")(x)
-    return _bn(train, self.dtype, "bn")(x)
+    mask = None if bn_mask is None else jnp.broadcast_to(bn_mask[:, None, None], x.shape)
+    return _bn(train, self.dtype, "bn")(x, mask=mask)
 
 
 class _Attention(nn.Module):

@@ -36,6 +36,10 @@ class VideoDetector(nn.Module):
   aux_projector: Optional[Mapping[str, Any]] = None
   aux_predictor: Optional[Mapping[str, Any]] = None
   teacher: bool = False  # A frozen stage-1 teacher (backbone + aux_projector's architecture).
+  # How the teacher's BatchNorm normalises in training: "batch" — statistics of the batch's real
+  # clips (the authors' code: the teacher module stays in train mode, fed only the real clips);
+  # "running" — the stage-1 running statistics (inference mode).
+  teacher_bn: str = "batch"
 
   def setup(self):
     if self.classifier not in ("cosine", "linear", "mlp", "fakeout"):
@@ -45,6 +49,8 @@ class VideoDetector(nn.Module):
       raise ValueError("video_detector needs both aux_projector and aux_predictor, or neither")
     if self.teacher and self.aux_projector is None:
       raise ValueError("video_detector teacher=True needs the auxiliary head it supervises")
+    if self.teacher_bn not in ("batch", "running"):
+      raise ValueError(f"video_detector teacher_bn={self.teacher_bn!r}; allowed: batch, running")
     self.backbone_net = build(self.backbone, "backbone")
     if self.audio_backbone is not None:
       self.audio_net = build(self.audio_backbone, "audio_backbone")
@@ -65,12 +71,17 @@ class VideoDetector(nn.Module):
       self.teacher_projector = head(self.aux_projector, "teacher_projector")
 
   def __call__(self, video: jax.Array, audio: Optional[jax.Array] = None, *,
-               train: bool) -> Dict[str, jax.Array]:
+               train: bool, teacher_video: Optional[jax.Array] = None,
+               teacher_real: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """video [B, T, H, W, Cin] (Cin = 3 RGB or 1 greyscale, the backbone's stem; and, with an
     audio backbone, log-mels ``audio`` [B, Ta, F]) →
     ``frames`` [B, T, C], ``pooled`` [B, C] (video, + audio features concatenated), ``logit``
-    [B] and, with the auxiliary head, ``aux_prediction`` [B, T, D]; with the teacher (in
-    inference mode: its BatchNorm uses the stage-1 statistics) ``teacher_target`` [B, T, D]."""
+    [B] and, with the auxiliary head, ``aux_prediction`` [B, T, D]; with the teacher
+    ``teacher_target`` [B, T, D] of ``teacher_video`` (the clean view of the same clips; the
+    student's ``video`` when not given). In training with ``teacher_bn="batch"`` the teacher's
+    BatchNorm uses the statistics of the clips where ``teacher_real`` [B] is True (all clips
+    when none is); its targets are only used for real clips (Eq. 3), so fakes never shape them.
+    """
     if (audio is None) != (self.audio_backbone is None):
       raise ValueError("video_detector: pass log-mels exactly when model.audio_backbone is set "
                        f"(audio {'missing' if audio is None else 'given'})")
@@ -87,9 +98,18 @@ class VideoDetector(nn.Module):
       out["aux_prediction"] = self.aux_predictor_net(
           self.aux_projector_net(frames, train=train), train=train)
     if self.teacher:
-      t = self.teacher_backbone(video, train=False)["frames"]
-      out["teacher_target"] = jax.lax.stop_gradient(self.teacher_projector(t, train=False))
+      out["teacher_target"] = self._teacher(video if teacher_video is None else teacher_video,
+                                            train, teacher_real)
     return out
+
+  def _teacher(self, video: jax.Array, train: bool, real: Optional[jax.Array]) -> jax.Array:
+    batch_mode = train and self.teacher_bn == "batch"
+    kw = {}
+    if batch_mode and real is not None:
+      # A batch without reals has no statistics to take; its targets are unused (Eq. 3).
+      kw["bn_mask"] = jnp.where(jnp.any(real), real, True)
+    t = self.teacher_backbone(video, train=batch_mode, **kw)["frames"]
+    return jax.lax.stop_gradient(self.teacher_projector(t, train=batch_mode, **kw))
 
 
 class MLPClassifier(nn.Module):

@@ -70,8 +70,15 @@ class VideoDetection(Objective):
     self.mean, self.std = tuple(m.pop("pixel_mean")), tuple(m.pop("pixel_std"))
     self.model = models.get("video_detector")(**m)
     self.with_audio = m.get("audio_backbone") is not None
-    self.input_keys = ("video", "audio", "label") if self.with_audio else ("video", "label")
-    self.eval_keys = self.input_keys
+    self.eval_keys = ("video", "audio", "label") if self.with_audio else ("video", "label")
+    # The batch key the student trains on: "video_masked" for RealForensics stage 2 (its own
+    # crop, flip, grey, erasing and time mask) while the teacher sees the clean ``video``; the
+    # default "video" is for configs written before the key (e.g. imported workdirs).
+    self.train_view = config.objective.get("train_view", "video")
+    self.with_teacher = bool(m.get("teacher")) and float(config.objective.aux_weight) > 0
+    keys = (self.train_view,) + (("video",) if self.with_teacher else ())
+    keys = tuple(dict.fromkeys(keys))
+    self.input_keys = keys + (("audio", "label") if self.with_audio else ("label",))
     self.logit_adjustment = bool(config.objective.logit_adjustment)
     self.aux_weight = float(config.objective.aux_weight)
 
@@ -86,9 +93,17 @@ class VideoDetection(Objective):
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
     del rng
-    out, new_vars = self.apply(self.model, {"params": params, "batch_stats": state.batch_stats},
-                               *self._inputs(batch), train=True, mutable=["batch_stats"])
     labels = batch["label"]
+    kw = {}
+    if self.with_teacher:
+      kw = dict(teacher_video=self._video(batch["video"]), teacher_real=labels == 0)
+    audio = batch["audio"] if self.with_audio else None
+    out, new_vars = self.apply(self.model, {"params": params, "batch_stats": state.batch_stats},
+                               self._video(batch[self.train_view]), audio, train=True,
+                               mutable=["batch_stats"], **kw)
+    # The teacher is frozen, its running statistics included (train-mode BN would move them).
+    new_stats = {k: (state.batch_stats[k] if k.startswith("teacher_") else v)
+                 for k, v in new_vars["batch_stats"].items()}
     everyone = jnp.ones(labels.shape, bool)
     prior = (detection.fake_prior(labels, everyone) if self.logit_adjustment
              else jnp.float32(0.5))
@@ -100,7 +115,7 @@ class VideoDetection(Objective):
       aux = detection.masked_frame_byol(out["teacher_target"], out["aux_prediction"], labels == 0)
       metrics["aux_loss"] = aux
       total = total + self.aux_weight * aux
-    return total, (metrics, {"batch_stats": new_vars["batch_stats"]})
+    return total, (metrics, {"batch_stats": new_stats})
 
   def _forward(self, state, batch):
     return self.apply(self.model, {"params": state.params, "batch_stats": state.batch_stats},
