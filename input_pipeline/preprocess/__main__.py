@@ -2,7 +2,8 @@
 
   python -m input_pipeline.preprocess --videos=/data/raw --out_dir=/data/ff_real \
       --name=ffpp --split=test --source=ffpp --label=0 --manipulation=real \
-      --num_shards=16 --num_workers=8 [--mouth] [--landmarks_dir=/data/landmarks]
+      --num_shards=16 --num_workers=8 [--mouth] [--landmarks_dir=/data/landmarks] \
+      [--preset=realforensics|realforensics_mouth|fakeout --mean_face=20words_mean_face.npy]
 
 Rerunning the same command resumes (committed shards are kept). Exits 0 when the dataset is
 complete, even if some videos were skipped; the summary line and OUT/preprocess.json list them.
@@ -22,7 +23,7 @@ import os
 from absl import app, flags
 
 from input_pipeline import records
-from input_pipeline.preprocess import runner, video
+from input_pipeline.preprocess import presets, runner, video
 
 _VIDEOS = flags.DEFINE_string("videos", None, "Directory scanned recursively for "
                               f"{'/'.join(runner.VIDEO_EXTENSIONS)} files, or a .jsonl list "
@@ -48,6 +49,13 @@ _WORKERS = flags.DEFINE_integer("num_workers", max(1, (os.cpu_count() or 1)),
                                 "Worker processes (one core each).")
 _CROP = flags.DEFINE_integer("crop_size", 150, "Aligned face crop size (px).")
 _MOUTH = flags.DEFINE_bool("mouth", False, "Also write 96x96 mouth crops to OUT/mouth.")
+_PRESET = flags.DEFINE_enum("preset", presets.DEFAULT, list(presets.PRESETS),
+                            "Face framing: fakedet's own, or as the authors of RealForensics / "
+                            "FakeOut framed their training faces (docs/preprocessing.md). The "
+                            "authors' presets fix crop_size and smoothing.")
+_MEAN_FACE = flags.DEFINE_string("mean_face", None, "The authors' presets: the LRW mean face "
+                                 ".npy you supply (68 (x, y) points of a 256x256 frame, "
+                                 "20words_mean_face.npy).")
 _EVERY = flags.DEFINE_integer("detect_every", 1, "Detect on every n-th frame (faster).")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", None, "Only the first seconds of each video.")
 _REQUIRE_AUDIO = flags.DEFINE_bool("require_audio", True,
@@ -72,10 +80,15 @@ def main(argv):
     items = runner.scan(_VIDEOS.value, _LANDMARKS.value, **meta)
   if not items:
     raise app.UsageError(f"no videos found in {_VIDEOS.value}")
-  config = dataclasses.replace(video.PreprocessConfig(), crop_size=_CROP.value,
-                               mouth=_MOUTH.value, detect_every=_EVERY.value,
-                               max_seconds=_MAX_SECONDS.value,
-                               require_audio=_REQUIRE_AUDIO.value)
+  try:
+    framing = presets.resolve(_PRESET.value, _MEAN_FACE.value or "", _MOUTH.value,
+                              _DETECTOR.value,
+                              _CROP.value if flags.FLAGS["crop_size"].present else None)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  settings = dict(crop_size=_CROP.value, mouth=_MOUTH.value, detect_every=_EVERY.value,
+                  max_seconds=_MAX_SECONDS.value, require_audio=_REQUIRE_AUDIO.value)
+  config = dataclasses.replace(video.PreprocessConfig(), **{**settings, **framing})
   formats = records.FORMATS if _TFRECORD.value else records.DEFAULT_FORMATS
   if _BEAM.value:
     report = beam_pipeline.run(items, _OUT.value, _NAME.value, config, _SHARDS.value,

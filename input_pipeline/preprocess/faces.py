@@ -69,6 +69,21 @@ def box_from_points(points: np.ndarray) -> np.ndarray:
   return np.concatenate([centre - 0.9 * size, centre + 0.9 * size], -1)
 
 
+def enlarge_box(boxes: np.ndarray, scale: float = 1.8) -> np.ndarray:
+  """FakeOut's face window around detector boxes [N, 4] (x1, y1, x2, y2) → int64 [N, 4].
+
+  Their rule (gilikn/FacePipe ``modify_bounding_box``, FakeOut appendix D step 1): a square of
+  side ``scale`` × the box's longer side, about the box centre; centre and half side are
+  truncated to whole pixels as Python's ``int`` does. Not clipped to the frame (the caller
+  knows the frame).
+  """
+  b = np.asarray(boxes, np.float64).reshape(-1, 4)
+  w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+  cx, cy = np.trunc(b[:, 0] + w / 2), np.trunc(b[:, 1] + h / 2)
+  half = np.trunc(scale * np.maximum(w, h) / 2)
+  return np.stack([cx - half, cy - half, cx + half, cy + half], -1).astype(np.int64)
+
+
 # ----------------------------------------------------------------------------- user landmarks
 def load_landmarks(path: str) -> np.ndarray:
   """Reads a landmark file (format in the module docstring; local or ``gs://``) → float32

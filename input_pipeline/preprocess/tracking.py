@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from input_pipeline.preprocess.faces import Detections
+from input_pipeline.preprocess.faces import Detections, enlarge_box
 
 
 @dataclasses.dataclass
@@ -113,3 +113,27 @@ def build_tracks(detections: Sequence[Detections], min_frames: int, min_iou: flo
              for tr in tracks]
     tracks = [tr for tr, s in zip(tracks, sizes) if s >= min_relative_size * max(sizes)]
   return sorted(tracks, key=lambda tr: (tr.start, float(tr.boxes[0, 0])))
+
+
+def crop_window(track: Track, width: int, height: int, scale: float = 1.8) -> tuple:
+  """FakeOut's crop window for a track: the union of its face boxes enlarged ``scale`` times
+  (``faces.enlarge_box``), clipped to the ``width``×``height`` frame → (x1, y1, x2, y2) int.
+
+  FakeOut's pipeline (gilikn/FacePipe ``face_crop``) grows one window over the whole video from
+  the enlarged MTCNN boxes and cuts every frame to it before finding landmarks and aligning, so
+  nothing outside it ever reaches a crop. The face box is the detector's box, or, for a track
+  with 68-point landmarks, the landmarks' own extent — the track's ``boxes`` there come from
+  ``faces.box_from_points``, which is already grown for tracking and would be grown twice.
+  """
+  if track.landmarks68 is not None:
+    lm = track.landmarks68
+    boxes = np.concatenate([lm.min(-2), lm.max(-2)], -1)
+  else:
+    boxes = track.boxes
+  e = enlarge_box(boxes, scale)
+  x1, y1 = max(int(e[:, 0].min()), 0), max(int(e[:, 1].min()), 0)
+  x2, y2 = min(int(e[:, 2].max()), width), min(int(e[:, 3].max()), height)
+  if x2 <= x1 or y2 <= y1:
+    raise ValueError(f"track from frame {track.start}: its face boxes lie outside the "
+                     f"{width}x{height} frame")
+  return x1, y1, x2, y2

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from input_pipeline import records
-from input_pipeline.preprocess import align, decode, faces, tracking
+from input_pipeline.preprocess import align, decode, faces, presets, tracking
 
 Detector = Callable[[np.ndarray], List[faces.Detections]]
 
@@ -42,10 +42,13 @@ class PreprocessConfig:
   require_audio: bool = True  # False: videos without audio get silence instead of a skip.
   max_seconds: Optional[float] = None  # Only the first max_seconds of each video.
   jpeg_quality: int = 95
+  preset: str = presets.DEFAULT  # Face framing (presets.PRESETS): fakedet's or an author's.
+  mean_face: str = ""  # The user's LRW mean face .npy (the authors' presets).
 
   def __post_init__(self):
     if self.crop_size < 16 or self.mouth_size < 16 or self.detect_every < 1:
       raise ValueError("crop_size and mouth_size must be >= 16 and detect_every >= 1")
+    presets.get(self.preset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,9 +133,10 @@ def _detections(item: VideoItem, media: decode.Media,
 def track_records(item: VideoItem, media: decode.Media, tr: tracking.Track, track_id: int,
                   config: PreprocessConfig):
   """The face record (and mouth record, if configured) of one track."""
-  points = align.smooth(tr.points, config.smooth_window)
   frames = media.frames[tr.start:tr.stop]
-  mats = align.face_matrices(points, config.crop_size)
+  framed = presets.frame_track(frames, tr, config.preset, crop_size=config.crop_size,
+                               mouth_size=config.mouth_size, smooth_window=config.smooth_window,
+                               mouth=config.mouth, mean_face=config.mean_face)
   # The audio of exactly the track's frames, on the clock records.audio_samples defines.
   a0 = records.audio_samples(tr.start, config.fps, config.sample_rate)
   a1 = a0 + records.audio_samples(len(tr), config.fps, config.sample_rate)
@@ -144,14 +148,11 @@ def track_records(item: VideoItem, media: decode.Media, tr: tracking.Track, trac
   for key in ("identity", "original"):
     if getattr(item, key):
       base[key] = getattr(item, key)
-  face = dict(base, frames=align.warp(frames, mats, config.crop_size))
-  lm68 = align.transform_landmarks(tr.landmarks68, mats)
+  face = dict(base, frames=framed.face)
+  lm68 = align.transform_landmarks(tr.landmarks68, framed.face_mats)
   if lm68 is not None:
     face["landmarks"] = lm68
-  mouth = None
-  if config.mouth:
-    mouth_mats = align.mouth_matrices(points, config.mouth_size)
-    mouth = dict(base, frames=align.warp(frames, mouth_mats, config.mouth_size))
+  mouth = None if framed.mouth is None else dict(base, frames=framed.mouth)
   return face, mouth
 
 
