@@ -14,26 +14,23 @@ from configs import common
 from fakedet.trainers import data_preview
 from input_pipeline import config as input_config
 
-# Teacher view clean, student view independently cropped and masked (RealForensics §3.1, B.3).
-TRAIN_OPS = ("random_crop(key='video', out_key='video_masked', size={crop}, resize={size})"
-             "|random_crop(key='video', size={crop}, resize={size})"
-             "|flip(keys=('video', 'video_masked'))"
-             "|grayscale(keys=('video', 'video_masked'))"
-             "|log_mel"
-             "|random_erase(key='video_masked')"
-             "|time_mask(video_key='video_masked', audio_key=None, max_frames=12)")
-EVAL_OPS = "center_crop(size={crop}, resize={size})|log_mel"
+EVAL_OPS = "center_crop(size={crop}, resize={size})|" + common.REALFORENSICS_LOG_MEL
 
+
+def train_ops(crop: int, size: int) -> str:
+  """Stage 1's views (RealForensics §3.1, B.3, as the authors' code draws them), masking
+  included, so the preview shows what a paper-size stage-1 run feeds."""
+  return common.realforensics_views(crop, size, mean=common.RGB_MEAN, masking=True, audio=True)
 
 def get_config(arg=None):
   variant = common.variants(arg, "configs/data_preview.py", flags=("demo",))
   config = data_preview.reference_config()  # This trainer's schema and defaults (20 steps).
-  config.input.train_ops = TRAIN_OPS.format(crop=140, size=112)
+  config.input.train_ops = train_ops(crop=140, size=112)
   config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
   config.input.sources.main.batch_size = 32
   if variant.get("demo"):
     # Stored 96 px faces → 84 px crops → 64 px, like RealForensics' 150 → 140 → 112.
-    config.input.train_ops = TRAIN_OPS.format(crop=84, size=64)
+    config.input.train_ops = train_ops(crop=84, size=64)
     config.input.eval.ops = EVAL_OPS.format(crop=84, size=64)
     config.input.sources = ml_collections.ConfigDict({
         "reals": input_config.source_config("synthetic:demo", "train", 12, labels=(0,)),
