@@ -2,7 +2,7 @@
 
   python -m fakedet.evaluate [--config=configs/<experiment>.py[:variant]] --checkpoint=WORKDIR \
       [--protocol=standard|robustness] [--step=N] [--output_dir=DIR] [--config.a.b=value ...]
-      [--eval_sets=NAME=DATA_DIR[:SPLIT],...]   # several test sets, one cross-dataset table
+      [--eval_sets=NAME=DATA_DIR[:SPLIT][@KEY=VALUE]...,...]   # several test sets, one table
 
 ``--checkpoint`` is the training workdir (or its ``checkpoints/`` folder, or one step folder);
 the latest step is used unless ``--step`` says otherwise. Reports go to ``--output_dir``
@@ -33,9 +33,11 @@ _CORRUPTIONS = flags.DEFINE_list("corruptions", [], "Robustness: corruption kind
 _SEVERITIES = flags.DEFINE_list("severities", ["1", "2", "3", "4", "5"],
                                 "Robustness: severities 1-5.")
 _EVAL_SETS = flags.DEFINE_list(
-    "eval_sets", [], "Score several test sets in one call, NAME=DATA_DIR[:SPLIT] (split default "
-    "'test'), e.g. ffpp=gs://b/ffpp_c23:test,celebdf=gs://b/celebdf,dfdc=gs://b/dfdc: a report per "
-    "set in <output_dir>/<NAME>/ and one cross-dataset table (cross_dataset.md/.json).")
+    "eval_sets", [], "Score several test sets in one call, NAME=DATA_DIR[:SPLIT][@KEY=VALUE]... "
+    "(split default 'test'; KEY one of clip_layout, frame_window, clips_per_video, subset: that "
+    "set's input.eval.KEY), e.g. ffpp=gs://b/ffpp_c23:test@frame_window=110,"
+    "dfdc=gs://b/dfdc@frame_window=0@subset=/lists/dfdc_all_vids.txt: a report per set in "
+    "<output_dir>/<NAME>/ and one cross-dataset table (cross_dataset.md/.json).")
 _MAPS = flags.DEFINE_integer(
     "maps_per_class", 2, "Methods with localisation maps (PCL, RFFR): write them for this many "
     "clips of each class to <output_dir>/maps (0 = none).")

@@ -14,8 +14,8 @@ from input_pipeline import i2g
 
 def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
                   labels=(), manipulations=(), balance: str = "none",
-                  exclude_manipulations=(), samples_per_record: int = 1
-                  ) -> ml_collections.ConfigDict:
+                  exclude_manipulations=(), samples_per_record: int = 1,
+                  frame_window: int = 0) -> ml_collections.ConfigDict:
   """One training source. ``batch_size`` is this source's share of the GLOBAL batch."""
   return ml_collections.ConfigDict(dict(
       data_dir=data_dir,  # Local or gs:// dataset dir, or "synthetic:<preset>".
@@ -28,6 +28,9 @@ def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
       # Clips drawn from each record per epoch (each at its own random position): frame-level
       # methods see many frames of a video per epoch (PCL: 32), and the epoch length counts them.
       samples_per_record=samples_per_record,
+      # Clips start inside the first N frames of each record (0 = anywhere): RealForensics
+      # trains on the first 270 frames of each FF++ video (their max_frames_per_video).
+      frame_window=frame_window,
   ))
 
 
@@ -63,7 +66,14 @@ def input_config() -> ml_collections.ConfigDict:
       i2g=i2g_config(),  # Off unless i2g.p > 0 (PCL + I2G).
       eval=ml_collections.ConfigDict(dict(
           data_dir="", split="val", batch_size=8,
-          clips_per_video=0,  # 0 = every non-overlapping clip of the video.
+          clips_per_video=0,  # 0 = every clip of the layout; N = N of them, uniformly spaced.
+          # Where clips start: "uniform" (non-overlapping clips covering the video, the last one
+          # aligned to its end) or "consecutive" (the RealForensics code: a clip every
+          # clip_frames - 1 frames, the last moved back to end on the window's end frame, frames
+          # past the record zero-padded and flagged by a `frame_valid` [T] field).
+          clip_layout="uniform",
+          frame_window=0,  # Clips inside the first N frames (0 = whole video; RF FF++: 110).
+          subset="",  # A file of video names (one a line) to keep, e.g. a DFDC subset list.
           labels=(),  # () = all; (0,) = reals only (e.g. representation metrics of stage 1).
           manipulations=(),  # () = all; e.g. ("real", "graphics_swap").
           exclude_manipulations=(),  # Held out, e.g. ("neural_texture",).

@@ -9,17 +9,24 @@ and reads its rows of each global batch (``HostRows``): the global batches do no
 process count. Iterator state (``get_state``/``set_state``)
 goes into the checkpoint so a resumed run sees exactly the batches of an uninterrupted one.
 
-Evaluation: every (record, clip start) pair of uniform non-overlapping clips, in order, the last
-batch padded and flagged by ``valid``.
+Evaluation: every (record, clip start) pair of the selected records' clips, in order, the last
+batch padded and flagged by ``valid``. ``input.eval.clip_layout`` says where clips start:
+``uniform`` (non-overlapping clips covering the video, ``clips_per_video`` of them uniformly
+spaced) or ``consecutive`` (the RealForensics code's clips, ``sampling.consecutive_clip_starts``;
+frames past a record's end are zeros flagged by ``frame_valid``); ``input.eval.frame_window``
+keeps clips inside the first N frames and ``input.eval.subset`` the videos a list file names
+(e.g. the DFDC subset a paper reports).
 """
 from __future__ import annotations
 
 import functools
 import logging
+import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
+from etils import epath
 
 from input_pipeline import i2g_stage, ops, records, sampling, sources
 
@@ -81,14 +88,14 @@ def skipped_records() -> int:
 def _train_example(index: int, rng: np.random.Generator, *, source: sources.ClipSource,
                    clip_frames: int, sample_rate: int, with_mask: bool, chain: ops.Chain,
                    skip_bad_records: bool, name: str, with_words: bool = False,
-                   group_sizes: Optional[Mapping[Any, int]] = None,
+                   frame_window: int = 0, group_sizes: Optional[Mapping[Any, int]] = None,
                    skipped_by_group: Optional[Dict[Any, set]] = None,
                    i2g: Optional[i2g_stage.I2GStage] = None):
   def run():
     raw = source[index]
     example = sampling.random_clip(raw, clip_frames, rng, sample_rate=sample_rate,
                                    with_mask=with_mask and i2g is None, with_words=with_words,
-                                   with_landmarks=i2g is not None)
+                                   with_landmarks=i2g is not None, window=frame_window)
     example["source"] = name
     if i2g is not None:  # On the stored frames, before any op moves them off the landmarks.
       example = i2g(example, raw, index, rng)
@@ -180,6 +187,9 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
   selected = selection.indices(source.index)
   if not len(selected):
     raise ValueError(f"input.sources.{name}: no records of {source} match {selection}")
+  if scfg["frame_window"] and not scfg["frame_window"] >= icfg["clip_frames"]:
+    raise ValueError(f"input.sources.{name}.frame_window={scfg['frame_window']}: expected 0 (the "
+                     f"whole video) or at least input.clip_frames={icfg['clip_frames']} frames")
   labels = np.asarray(source.index["label"])
   stream = _index_stream(selected, labels, scfg["balance"], seed, scfg["samples_per_record"])
   if scfg["balance"] == "class":
@@ -188,7 +198,7 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
     group_sizes = {None: len(selected)}
   fn = functools.partial(_train_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
-                         with_words=icfg["with_words"],
+                         with_words=icfg["with_words"], frame_window=scfg["frame_window"],
                          chain=ops.build(icfg["train_ops"]),
                          skip_bad_records=icfg["skip_bad_records"], name=name,
                          group_sizes=group_sizes, skipped_by_group={},
@@ -238,14 +248,18 @@ def global_batch_size(icfg: Mapping[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluation
+LAYOUTS = ("uniform", "consecutive")
+
+
 def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_frames: int,
                   sample_rate: int, with_mask: bool, chain: ops.Chain, skip_bad_records: bool,
-                  with_words: bool = False):
+                  with_words: bool = False, pad: bool = False):
   index, start = item
+  cut = sampling.padded_clip if pad else sampling.clip
 
   def run():
-    example = sampling.clip(source[index], start, clip_frames, sample_rate=sample_rate,
-                            with_mask=with_mask, with_words=with_words)
+    example = cut(source[index], start, clip_frames, sample_rate=sample_rate,
+                  with_mask=with_mask, with_words=with_words)
     example["valid"] = np.bool_(True)
     return chain(example, np.random.default_rng(0))  # Eval ops are deterministic.
   return _guard(run, skip_bad_records, lambda: source.where(index))
@@ -258,20 +272,79 @@ def eval_batch(icfg: Mapping[str, Any], source: sources.ClipSource,
   fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
                          with_words=icfg["with_words"], chain=ops.build(icfg["eval"]["ops"]),
-                         skip_bad_records=False)
+                         skip_bad_records=False, pad=_pads(icfg["eval"]))
   examples = [fn(item) for item in items]
   return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
+def _pads(ecfg: Mapping[str, Any]) -> bool:
+  """Whether clips may run past a record's end (zero frames + ``frame_valid``)."""
+  return ecfg["clip_layout"] == "consecutive"
+
+
+def clip_starts(num_frames: int, clip_frames: int, clips_per_video: int = 0,
+                layout: str = "uniform", frame_window: int = 0) -> List[int]:
+  """The evaluation clip starts of one record (see the module docstring for the layouts);
+  ``clips_per_video`` > 0 keeps that many of them, uniformly spaced."""
+  if layout == "uniform":
+    span = min(num_frames, frame_window) if frame_window else num_frames
+    return sources.eval_clip_starts(span, clip_frames, clips_per_video or None)
+  if layout != "consecutive":
+    raise ValueError(f"input.eval.clip_layout={layout!r}; allowed: {', '.join(LAYOUTS)}")
+  starts = sampling.consecutive_clip_starts(num_frames, clip_frames, frame_window)
+  if clips_per_video and clips_per_video < len(starts):
+    picks = np.linspace(0, len(starts) - 1, clips_per_video).round().astype(int)
+    starts = [starts[p] for p in picks]
+  return starts
+
+
+def read_subset(path: str) -> List[str]:
+  """A list file's video names: the last token of each line, its folder and extension dropped —
+  exactly how ``input_pipeline.corpora.dfdc``'s ``subset`` reads the same file, so a list that
+  selected videos at preprocessing time selects them here too (e.g. LipForensics'
+  ``dfdc_all_vids.txt``). A missing or empty file is an error naming ``input.eval.subset``."""
+  p = epath.Path(path)
+  if not p.exists():
+    raise FileNotFoundError(f"input.eval.subset={path!r}: no such file (a list of video names, "
+                            "one a line)")
+  lines = [line.strip().split()[-1] for line in p.read_text().splitlines() if line.strip()]
+  names = [posixpath.splitext(posixpath.basename(n.replace("\\", "/")))[0] for n in lines]
+  if not names:
+    raise ValueError(f"input.eval.subset={path!r}: the file names no video")
+  return names
+
+
+def subset_indices(index: Mapping[str, Sequence], selected: np.ndarray, names: Sequence[str],
+                   path: str = "input.eval.subset") -> np.ndarray:
+  """The ``selected`` records whose video is in ``names``, matched on the video id's last
+  path component (DFDC's ids are ``dfdc/<file stem>``); a listed name the split lacks is an
+  error: a subset from another copy of the data would silently score a different test set."""
+  stem = lambda v: str(v).rsplit("/", 1)[-1]
+  wanted = set(names)
+  have = {stem(v) for v in index["video_id"]}
+  unknown = sorted(wanted - have)
+  if unknown:
+    raise ValueError(f"{path}: {len(unknown)} of its {len(wanted)} videos are not in this split "
+                     f"(e.g. {', '.join(unknown[:5])}); ids are matched on the video_id's last "
+                     f"component, e.g. {stem(index['video_id'][0]) if have else '(empty split)'}")
+  keep = [i for i in selected if stem(index["video_id"][int(i)]) in wanted]
+  return np.asarray(keep, np.int64)
+
+
 def eval_clips(source: sources.ClipSource, clip_frames: int, clips_per_video: int,
                skip_bad_records: bool,
-               selection: sources.Selection = sources.Selection()) -> List[Tuple[int, int]]:
-  """(record index, start frame) of every evaluation clip of the selected records, from the
-  index alone."""
+               selection: sources.Selection = sources.Selection(), *,
+               layout: str = "uniform", frame_window: int = 0,
+               subset: Sequence[str] = ()) -> List[Tuple[int, int]]:
+  """(record index, start frame) of every evaluation clip of the selected records (and of the
+  ``subset`` video names, when given), from the index alone."""
+  selected = selection.indices(source.index)
+  if subset:
+    selected = subset_indices(source.index, selected, subset)
   items = []
-  for i in selection.indices(source.index):
+  for i in selected:
     i, n = int(i), source.index["num_frames"][i]
-    starts = sources.eval_clip_starts(n, clip_frames, clips_per_video or None)
+    starts = clip_starts(n, clip_frames, clips_per_video, layout, frame_window)
     if not starts:
       msg = f"{source.where(i)}: {n} frames, fewer than one {clip_frames}-frame clip"
       if not skip_bad_records:
@@ -279,6 +352,22 @@ def eval_clips(source: sources.ClipSource, clip_frames: int, clips_per_video: in
       logging.warning("not evaluated: %s", msg)
     items.extend((i, s) for s in starts)
   return items
+
+
+def eval_clip_list(icfg: Mapping[str, Any], source: sources.ClipSource) -> List[Tuple[int, int]]:
+  """``eval_clips`` as ``icfg`` (the input section) configures it: the one clip list the
+  evaluation dataset and the scorer's position lookup share."""
+  ecfg = icfg["eval"]
+  if ecfg["clip_layout"] not in LAYOUTS:
+    raise ValueError(f"input.eval.clip_layout={ecfg['clip_layout']!r}; allowed: "
+                     f"{', '.join(LAYOUTS)}")
+  if ecfg["frame_window"] and not ecfg["frame_window"] >= icfg["clip_frames"]:
+    raise ValueError(f"input.eval.frame_window={ecfg['frame_window']}: expected 0 (the whole "
+                     f"video) or at least input.clip_frames={icfg['clip_frames']} frames")
+  subset = read_subset(ecfg["subset"]) if ecfg["subset"] else ()
+  return eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
+                    icfg["skip_bad_records"], sources.Selection.from_config(ecfg),
+                    layout=ecfg["clip_layout"], frame_window=ecfg["frame_window"], subset=subset)
 
 
 def _pad(batch: Dict[str, np.ndarray], size: int) -> Dict[str, np.ndarray]:
@@ -299,17 +388,16 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
   ecfg = icfg["eval"]
   pi, pc = _process(process_index, process_count)
   source = open_source(ecfg, "input.eval")
-  selection = sources.Selection.from_config(ecfg)
-  items = eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
-                     icfg["skip_bad_records"], selection)
+  items = eval_clip_list(icfg, source)
   if not items:
     raise ValueError(f"input.eval selects no clip from split {ecfg['split']!r} of "
                      f"{source.data_dir} (labels={tuple(ecfg['labels'])}, manipulations="
-                     f"{tuple(ecfg['manipulations'])})")
+                     f"{tuple(ecfg['manipulations'])}, subset={ecfg['subset']!r})")
   host_batch = per_host(ecfg["batch_size"], pc, "input.eval.batch_size")
   fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
                          with_words=icfg["with_words"],
-                         chain=ops.build(ecfg["ops"]), skip_bad_records=icfg["skip_bad_records"])
+                         chain=ops.build(ecfg["ops"]), skip_bad_records=icfg["skip_bad_records"],
+                         pad=_pads(ecfg))
   ds = grain.MapDataset.source(items)[pi::pc].map(fn).to_iter_dataset()
   return ds.batch(host_batch).map(functools.partial(_pad, size=host_batch))

@@ -156,6 +156,28 @@ def test_video_level_is_max_over_tracks_of_clip_mean_logits(workdir, multitrack_
   assert set(result["video"]) == {"overall", "reenact", "swap"}  # One row per held-in family.
 
 
+def test_consecutive_layout_and_subset_score_exactly_those_clips(workdir, multitrack_dir,
+                                                                   tmp_path):
+  """The RealForensics clip layout (last clip zero-padded, ``frame_valid`` in the batch) runs
+  through the restored detector, and a subset list keeps only its videos."""
+  from input_pipeline import sampling
+  listed = tmp_path / "subset.txt"
+  listed.write_text("multi_f.mp4\nsolo_r\n")
+  config = _config(data_dir=multitrack_dir, batch_size=8, clip_layout="consecutive",
+                   clips_per_video=0, subset=str(listed),
+                   manipulations=("real", "swap", "reenact"))
+  scores = scoring.Scorer(config, workdir)()
+  frames = config.input.clip_frames
+  starts = sampling.consecutive_clip_starts(12, frames)
+  assert starts[-1] + frames > 12  # The last clip of each 12-frame record runs past its end.
+  got = sorted(zip(scores.video_ids, scores.track_ids.tolist(), scores.clip_starts.tolist()))
+  assert got == sorted((v, t, s) for v, t in (("multi_f", 0), ("multi_f", 1), ("solo_r", 0))
+                       for s in starts)
+  assert np.isfinite(scores.logits).all() and not scores.missing
+  result = protocols.evaluate_checkpoint(config, workdir, None, maps_per_class=0)
+  assert result["eval"]["clip_layout"] == "consecutive" and result["num_videos"] == 2
+
+
 def test_restricting_manipulations_reports_only_those(workdir):
   result = protocols.evaluate_checkpoint(
       _config(manipulations=("real", "graphics_swap")), workdir, None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import ml_collections
@@ -26,7 +26,7 @@ from fakedet import writers
 from fakedet.evaluation import maps as maps_lib
 from fakedet.evaluation import report as report_lib
 from fakedet.evaluation.scoring import Scorer
-from input_pipeline import corruptions
+from input_pipeline import corruptions, pipeline
 
 PROTOCOLS = ("standard", "robustness")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -51,10 +51,17 @@ def corrupted_input(icfg: ml_collections.ConfigDict, kind: str,
 
 def eval_settings(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """What was evaluated, recorded in every report so numbers can be traced to data and clips."""
-  e = config.input.eval
+  return input_settings(config.input)
+
+
+def input_settings(icfg: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """``eval_settings`` of one input section (each ``--eval_sets`` set has its own)."""
+  e = icfg.eval
   return {"data_dir": e.data_dir, "split": e.split, "clips_per_video": e.clips_per_video,
-          "clip_frames": config.input.clip_frames, "labels": list(e.labels),
-          "manipulations": list(e.manipulations), "ops": e.ops}
+          "clip_layout": e.clip_layout, "frame_window": e.frame_window, "subset": e.subset,
+          "clip_frames": icfg.clip_frames, "labels": list(e.labels),
+          "manipulations": list(e.manipulations),
+          "exclude_manipulations": list(e.exclude_manipulations), "ops": e.ops}
 
 
 class Outputs:
@@ -170,12 +177,38 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str,
   return result
 
 
-def parse_eval_sets(spec: Sequence[str]) -> Dict[str, Dict[str, str]]:
-  """``["ffpp=gs://b/ffpp:test", "celebdf=gs://b/celebdf"]`` → ``{name: {"data_dir", "split"}}``
-  (split defaults to "test"); names must be unique and path-safe (they name output folders)."""
-  sets: Dict[str, Dict[str, str]] = {}
+# Per-set options of --eval_sets (``NAME=DATA_DIR[:SPLIT][@KEY=VALUE]...``): input.eval keys
+# that belong to a test set's protocol rather than to the model (RealForensics scores FF++ on
+# its first 110 frames, Celeb-DF and DFDC whole; FakeOut reports DFDC full and a subset).
+SET_OPTIONS = {"clip_layout": str, "frame_window": int, "clips_per_video": int, "subset": str}
+
+
+def _set_option(item: str, token: str) -> Tuple[str, Any]:
+  key, eq, value = token.partition("=")
+  if not eq or key not in SET_OPTIONS or not value:
+    raise ValueError(f"--eval_sets entry {item!r}: option {token!r}; expected @KEY=VALUE with KEY "
+                     f"one of {', '.join(SET_OPTIONS)}")
+  try:
+    out = SET_OPTIONS[key](value)
+  except ValueError:
+    raise ValueError(f"--eval_sets entry {item!r}: {key}={value!r} is not an integer") from None
+  if isinstance(out, int) and out < 0:
+    raise ValueError(f"--eval_sets entry {item!r}: {key}={out} must be >= 0")
+  if key == "clip_layout" and out not in pipeline.LAYOUTS:
+    raise ValueError(f"--eval_sets entry {item!r}: clip_layout={out!r}; allowed: "
+                     f"{', '.join(pipeline.LAYOUTS)}")
+  return key, out
+
+
+def parse_eval_sets(spec: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+  """``["ffpp=gs://b/ffpp:test@frame_window=110", "dfdc=gs://b/dfdc@subset=/l/dfdc.txt"]`` →
+  ``{name: {"data_dir", "split", **options}}`` (split defaults to "test"; options are the
+  ``SET_OPTIONS`` keys of ``input.eval``, each ``@KEY=VALUE``); names must be unique and
+  path-safe (they name output folders)."""
+  sets: Dict[str, Dict[str, Any]] = {}
   for item in spec:
-    name, sep, where = item.partition("=")
+    name, sep, rest = item.partition("=")
+    where, *tokens = rest.split("@")
     data_dir, split = where, "test"
     head, colon, tail = where.rpartition(":")
     # A split is a bare name after the last colon; "gs://..." and "synthetic:<preset>" keep
@@ -184,44 +217,54 @@ def parse_eval_sets(spec: Sequence[str]) -> Dict[str, Dict[str, str]]:
       data_dir, split = head, tail
     if not sep or not name or not data_dir or not name.replace("_", "").replace("-", "").replace(
         "+", "").isalnum():
-      raise ValueError(f"--eval_sets entry {item!r}: expected NAME=DATA_DIR[:SPLIT] with a name "
-                       "of letters, digits, _ - +")
+      raise ValueError(f"--eval_sets entry {item!r}: expected NAME=DATA_DIR[:SPLIT][@KEY=VALUE]... "
+                       "with a name of letters, digits, _ - +")
     if name in sets:
       raise ValueError(f"--eval_sets names {name!r} twice")
-    sets[name] = {"data_dir": data_dir, "split": split}
+    options = dict(_set_option(item, t) for t in tokens)
+    if len(options) != len(tokens):
+      raise ValueError(f"--eval_sets entry {item!r}: an option is given twice")
+    sets[name] = {"data_dir": data_dir, "split": split, **options}
   if not sets:
-    raise ValueError("--eval_sets is empty: give NAME=DATA_DIR[:SPLIT],...")
+    raise ValueError("--eval_sets is empty: give NAME=DATA_DIR[:SPLIT][@KEY=VALUE]...,...")
   return sets
 
 
-def set_input(icfg: ml_collections.ConfigDict, data_dir: str,
-              split: str) -> ml_collections.ConfigDict:
-  """The input section scoring every video of ``split`` in ``data_dir`` (the training config's
-  label / manipulation filters belong to its own data and are dropped)."""
+def set_input(icfg: ml_collections.ConfigDict, data_dir: str, split: str,
+              options: Optional[Mapping[str, Any]] = None) -> ml_collections.ConfigDict:
+  """The input section scoring every video of ``split`` in ``data_dir``: the training config's
+  label / manipulation filters and video subset belong to its own data and are dropped; the
+  clip layout, window and count stay the config's unless ``options`` (``SET_OPTIONS`` keys,
+  e.g. ``{"frame_window": 0}``) say otherwise."""
   out = ml_collections.ConfigDict(icfg.to_dict())
   out.eval.update(data_dir=data_dir, split=split, labels=(), manipulations=(),
-                  exclude_manipulations=())
+                  exclude_manipulations=(), subset="")
+  out.eval.update(dict(options or {}))
   return out
 
 
+def _options(where: Mapping[str, Any]) -> Dict[str, Any]:
+  return {k: v for k, v in where.items() if k in SET_OPTIONS}
+
+
 def evaluate_sets(config: ml_collections.ConfigDict, checkpoint: str, output_dir: Optional[str],
-                  sets: Mapping[str, Mapping[str, str]], *, step: Optional[int] = None,
+                  sets: Mapping[str, Mapping[str, Any]], *, step: Optional[int] = None,
                   mesh=None, tensorboard: bool = True) -> Dict[str, Any]:
   """One restored detector on several test sets (one compilation: the eval ops are shared):
   the standard report of each in ``<output_dir>/<name>/`` and the cross-dataset table
   (``report.cross_dataset_table``) in ``cross_dataset.json`` / ``cross_dataset.md``."""
   first = next(iter(sets.values()))
   base = ml_collections.ConfigDict(config.to_dict())
-  base.input = set_input(config.input, first["data_dir"], first["split"])
+  base.input = set_input(config.input, first["data_dir"], first["split"], _options(first))
   scorer = Scorer(base, checkpoint, step, mesh)
   reports = {}
   for name, where in sets.items():
-    icfg = set_input(config.input, where["data_dir"], where["split"])
+    icfg = set_input(config.input, where["data_dir"], where["split"], _options(where))
     outputs = Outputs(str(epath.Path(output_dir) / name) if output_dir else None, scorer.step,
                       tensorboard)
     try:
       rep = {"checkpoint": scorer.directory, "step": scorer.step,
-             "objective": config.objective.name, "eval": {**eval_settings(config), **where}}
+             "objective": config.objective.name, "eval": input_settings(icfg)}
       rep.update(standard(scorer, outputs, icfg))
       outputs.json("report.json", rep)
     finally:

@@ -25,7 +25,7 @@ from fakedet import sharding as sharding_lib
 from fakedet.evaluation import detector as detector_lib
 from fakedet.evaluation.detector import INDEX_KEY
 from fakedet.evaluation.report import ClipScores
-from input_pipeline import pipeline, sources
+from input_pipeline import pipeline
 
 ScoreFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -33,12 +33,8 @@ ScoreFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 # ----------------------------------------------------------------------------- clip list
 def eval_items(icfg: Mapping[str, Any]):
   """(source, [(record index, clip start)]) in the order ``pipeline.eval_dataset`` reads them."""
-  ecfg = icfg["eval"]
-  source = pipeline.open_source(ecfg, "input.eval")
-  selection = sources.Selection.from_config(ecfg)
-  items = pipeline.eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
-                              icfg["skip_bad_records"], selection)
-  return source, items
+  source = pipeline.open_source(icfg["eval"], "input.eval")
+  return source, pipeline.eval_clip_list(icfg, source)
 
 
 def item_metadata(index: Mapping[str, Sequence], items: Sequence[Tuple[int, int]],
