@@ -41,7 +41,7 @@ from fakedet.objectives.video_detector import STAGE1_INIT_RULES
 from fakedet.trainers import train
 from input_pipeline import config as input_config
 
-EVAL_OPS = "center_crop(size={crop}, resize={size})"
+EVAL_OPS = "center_crop(size={crop}, resize={size})|fill_padding(value={fill})"
 
 
 def train_ops(crop: int, size: int, mean, masking: bool = True) -> str:
@@ -80,14 +80,22 @@ def get_config(arg=None):
 
   config.input.clip_frames = 25
   config.input.train_ops = train_ops(140, 112, config.model.pixel_mean, masking)
-  config.input.eval.ops = EVAL_OPS.format(crop=140, size=112)
+  fill = common.fill_value(config.model.pixel_mean)
+  config.input.eval.ops = EVAL_OPS.format(crop=140, size=112, fill=fill)
   # Fixed counts per batch (paper: 32 forgery-set clips + 256 extra reals). An epoch is a pass
   # over the first source in name order: the forgery set.
+  # The authors' code trains on clips inside the first 270 frames of each forgery-set video
+  # (the paper does not say).
   config.input.sources = ml_collections.ConfigDict({
-      "forgery": input_config.source_config("", "train", 32),
+      "forgery": input_config.source_config("", "train", 32, frame_window=270),
       "reals": input_config.source_config("", "train", 256, labels=(0,))})
   config.input.eval.split = "val"
-  config.input.eval.clips_per_video = 4  # Uniformly spaced clips per video (evaluator).
+  # Their FF++ validation / test clips: the first 110 frames cut into 25-frame clips (0, 24, 48,
+  # 72, 86; pytorchvideo's sampler), a video's score the mean of its clips' logits. For Celeb-DF
+  # and DFDC they take every clip of the whole video: --eval_sets=NAME=DIR@frame_window=0.
+  config.input.eval.clip_layout = "consecutive"
+  config.input.eval.frame_window = 110
+  config.input.eval.clips_per_video = 0
   config.input.eval.batch_size = 64
   config.input.num_workers = 8
 
@@ -140,7 +148,7 @@ def _demo(config):
   m.aux_predictor.update(num_heads=4, head_dim=16, mlp_dim=128)
   # As the stage-1 demo: crops and flips, no masking (it slows a short run).
   config.input.train_ops = train_ops(84, 48, m.pixel_mean, masking=False)
-  config.input.eval.ops = EVAL_OPS.format(crop=84, size=48)
+  config.input.eval.ops = EVAL_OPS.format(crop=84, size=48, fill=common.fill_value(m.pixel_mean))
   config_variants.synthetic_detector_demo(config, init_workdir="/tmp/fakedet_stage1")
   config.input.sources.reals.data_dir = "synthetic:extra"
   config.input.sources.reals.batch_size = 8

@@ -13,7 +13,8 @@ Config (``default_config()``; RealForensics stage 1 = AdamP, lr 7e-4, weight dec
                         like torch.optim.Adam) | "sgd" (heavy-ball momentum b1, decay as L2)
   optim.lr, weight_decay, b1, b2, eps
   optim.warmup_steps    linear warm-up from 0 (the first update, at step 0, uses LR 0)
-  optim.schedule        "cosine" (to 0 at total_steps) | "constant" (after warm-up) |
+  optim.schedule        "cosine" (to cosine_alpha · lr at total_steps; FakeOut's α = 0.95,
+                        default 0) | "constant" (after warm-up) |
                         "trapezoid" (the warm-up mirrored at the end: linear to 0 over the
                         last warmup_steps; PCL's quarter up, quarter down) |
                         "exponential" (after warm-up, × decay_rate every decay_steps steps,
@@ -159,6 +160,8 @@ def default_config() -> ml_collections.ConfigDict:
       warmup_steps=0, schedule="cosine", grad_clip_norm=0.0,
       # "exponential" only (read with these defaults when a config predates them).
       decay_rate=0.9, decay_steps=0, min_lr=0.0, decay_epochs=0.0,
+      # "cosine" only: the fraction of lr it ends at (optax's alpha).
+      cosine_alpha=0.0,
       groups=dict(
           predictor=dict(pattern=r".*predictor.*", lr=7e-4, schedule="constant",
                          warmup_steps=0, freeze=False),
@@ -170,13 +173,14 @@ def _check_choice(value: str, allowed, field: str) -> None:
     raise ValueError(f"{field}={value!r} is not supported; allowed: {', '.join(allowed)}")
 
 
-EXPONENTIAL_DEFAULTS = dict(decay_rate=0.9, decay_steps=0, min_lr=0.0)
+# Read with these defaults when a config predates them (e.g. an older run's config.json).
+LATER_DEFAULTS = dict(decay_rate=0.9, decay_steps=0, min_lr=0.0, cosine_alpha=0.0)
 
 
 def _group_settings(optim_cfg: ml_collections.ConfigDict) -> Dict[str, Dict[str, Any]]:
   """Validated, fully resolved settings per group, the default group first."""
   top = {k: optim_cfg[k] for k in ("lr", "weight_decay", "schedule", "warmup_steps")}
-  top.update({k: optim_cfg.get(k, v) for k, v in EXPONENTIAL_DEFAULTS.items()})
+  top.update({k: optim_cfg.get(k, v) for k, v in LATER_DEFAULTS.items()})
   settings = {DEFAULT_GROUP: dict(top, pattern=None, freeze=False)}
   for name, group in optim_cfg.groups.items():
     where = f"optim.groups.{name}"
@@ -216,6 +220,9 @@ def _check(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> Dict[str, 
                        f"{s['warmup_steps']} each: at most half of total_steps={total_steps}")
     if s["schedule"] == "exponential" and not s["freeze"]:
       _check_exponential(s, prefix)
+    if not 0 <= s["cosine_alpha"] <= 1:
+      raise ValueError(f"optim.cosine_alpha={s['cosine_alpha']}: expected the fraction of lr "
+                       "the cosine ends at, in [0, 1]")
   return settings
 
 
@@ -251,7 +258,8 @@ def _schedule(s: Dict[str, Any], total_steps: int) -> optax.Schedule:
     return optax.constant_schedule(0.0)
   lr, warmup = s["lr"], s["warmup_steps"]
   if s["schedule"] == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=0.0)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps,
+                                              end_value=s["cosine_alpha"] * lr)
   if s["schedule"] == "exponential":
     return exponential_decay(lr, s["decay_rate"], s["decay_steps"], s["min_lr"], warmup)
   if warmup == 0:  # optax.linear_schedule with 0 steps would stay at its init value, 0.

@@ -288,8 +288,10 @@ def _shift_hue_brightness(video: np.ndarray, hue_delta: float,
 
 
 @register("color_jitter")
-def color_jitter(key: str = "video", hue: float = 0.2, brightness: float = 32 / 255):
-  """FakeOut B.1 colour jitter: hue ~ U[-hue, hue] turns, brightness ~ U[-b, b], per clip.
+def color_jitter(key: str = "video", hue: float = 0.2, brightness: float = 32 / 255,
+                 hue_p: float = 1.0, brightness_p: float = 1.0):
+  """FakeOut B.1 colour jitter: hue ~ U[-hue, hue] turns, brightness ~ U[-b, b], per clip;
+  each applied with its own probability (the authors' code: 0.5 each, independent draws).
 
   uint8 in, uint8 out (clipped); put it before `to_float`.
   """
@@ -300,10 +302,15 @@ def color_jitter(key: str = "video", hue: float = 0.2, brightness: float = 32 / 
   if (isinstance(brightness, bool) or not isinstance(brightness, (int, float))
       or not 0.0 <= brightness <= 1.0):
     _fail(op, "brightness", brightness, "a number in [0, 1] (on the [0, 1] intensity scale)")
+  for arg, value in (("hue_p", hue_p), ("brightness_p", brightness_p)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+      _fail(op, arg, value, "a probability in [0, 1]")
 
   def fn(example, rng):
     hue_delta = float(rng.uniform(-hue, hue))
     brightness_delta = float(rng.uniform(-brightness, brightness))
+    hue_delta *= bool(rng.random() < hue_p)
+    brightness_delta *= bool(rng.random() < brightness_p)
     video = _get(op, example, key)
     if video.dtype != np.uint8 or video.ndim < 3 or video.shape[-1] != 3:
       raise ValueError(f"{op}: {key!r} must be uint8 RGB [..., H, W, 3], got "
@@ -631,6 +638,70 @@ def to_float(keys: Keys = ("video",), scale: float = 1 / 255, mean: Any = None, 
     out = dict(example)
     for k in keys:
       out[k] = convert(_get(op, example, k))
+    return out
+
+  return fn
+
+
+@register("temporal_stride")
+def temporal_stride(stride: int = 2, keys: Keys = ("video",), audio_frames: Optional[int] = None):
+  """Every ``stride``-th frame of the per-frame ``keys`` (a clip of (n − 1)·stride + 1 frames
+  becomes n frames), and the ``waveform`` cut to its first ``audio_frames`` frames' duration
+  (None: kept whole).
+
+  FakeOut's code feeds 32 frames at stride 2 (2.5 s at 25 fps) with the audio of only the first
+  32 frames' duration from the clip's start (fakeout/data/data_utils.py): a clip of 63 frames,
+  ``temporal_stride(stride=2, audio_frames=32)``. Runs first, before crops and ``log_mel``.
+  """
+  op = "temporal_stride"
+  stride = _check_int(op, "stride", stride, 1)
+  keys = _check_keys(op, "keys", keys)
+  audio_frames = _check_int(op, "audio_frames", audio_frames, 1, optional=True)
+
+  def fn(example, rng):
+    del rng
+    out = dict(example)
+    total = len(_get(op, example, keys[0]))
+    for k in keys:
+      x = _get(op, example, k)
+      if len(x) != total:
+        raise ValueError(f"{op}: {k!r} has {len(x)} frames but {keys[0]!r} has {total}")
+      out[k] = x[::stride]
+    if audio_frames is not None and "waveform" in example:
+      wave = example["waveform"]
+      if audio_frames > total:
+        raise ValueError(f"{op}: audio_frames={audio_frames} exceeds the clip's {total} frames")
+      out["waveform"] = wave[:len(wave) * audio_frames // total]
+    return out
+
+  return fn
+
+
+@register("fill_padding")
+def fill_padding(key: str = "video", value: Any = 0):
+  """Frames an evaluation clip ran past its record's end (``frame_valid`` False; the
+  ``consecutive`` layout) get ``value`` (a no-op for examples without ``frame_valid``).
+
+  RealForensics pads after normalisation with zeros, i.e. the normalisation mean: on uint8
+  frames that is ``round(255 · mean)``, so the padding normalises to ~0 as theirs does.
+  """
+  op = "fill_padding"
+  _check_key(op, "key", key)
+  fill = _check_fill(op, "value", value)
+
+  def fn(example, rng):
+    del rng
+    if "frame_valid" not in example:
+      return dict(example)
+    valid = np.asarray(example["frame_valid"], bool)
+    video = _get(op, example, key)
+    if len(valid) != len(video):
+      raise ValueError(f"{op}: frame_valid has {len(valid)} entries but {key!r} has "
+                       f"{len(video)} frames")
+    _check_fill_fits(op, "value", fill, video, key)
+    out = dict(example)
+    out[key] = video.copy()
+    out[key][~valid] = fill.astype(video.dtype)
     return out
 
   return fn

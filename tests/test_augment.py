@@ -372,3 +372,45 @@ def test_time_mask_fills_the_given_colour_and_checks_it():
     _apply("time_mask(audio_key=None, p=1.0, video_value=300)", {"video": video}, 3)
   with pytest.raises(ValueError, match="video_value has 2 entries"):
     _apply("time_mask(audio_key=None, p=1.0, video_value=(1, 2))", {"video": video}, 3)
+
+
+def test_color_jitter_applies_hue_and_brightness_each_with_its_own_probability():
+  """FakeOut's code: brightness and hue each with p 0.5, independently."""
+  clip = np.full((2, 4, 4, 3), (200, 60, 30), np.uint8)
+  fn = ops.build("color_jitter(hue=0.2, brightness=0.2, hue_p=0.5, brightness_p=0.5)")
+  kinds = {"none": 0, "some": 0}
+  for seed in range(400):
+    out = fn({"video": clip}, _rng(seed))["video"]
+    kinds["none" if np.array_equal(out, clip) else "some"] += 1
+  assert 60 < kinds["none"] < 140  # P(neither) = 1/4: 100 expected, sd 8.7.
+  only_hue = ops.build("color_jitter(hue=0.2, brightness=0.2, hue_p=1.0, brightness_p=0.0)")
+  out = only_hue({"video": clip}, _rng(3))["video"].astype(int)
+  np.testing.assert_allclose(out.max(axis=-1) + out.min(axis=-1), 230, atol=2)  # HSL lightness.
+  with pytest.raises(ValueError, match="color_jitter: hue_p=2"):
+    ops.build("color_jitter(hue_p=2)")
+
+
+def test_temporal_stride_takes_every_other_frame_and_the_first_frames_audio():
+  """FakeOut: 63 frames → frames 0, 2, …, 62 and the audio of the first 32 frames (640 per
+  frame at 16 kHz / 25 fps)."""
+  clip = _coord_clip(num_frames=63)
+  wave = np.arange(63 * 640, dtype=np.float32)
+  out = _apply("temporal_stride(stride=2, audio_frames=32)", {"video": clip, "waveform": wave})
+  np.testing.assert_array_equal(out["video"][:, 0, 0, 2], np.arange(0, 63, 2))
+  np.testing.assert_array_equal(out["waveform"], wave[:32 * 640])
+  kept = _apply("temporal_stride(stride=3)", {"video": clip, "waveform": wave})
+  assert len(kept["video"]) == 21 and kept["waveform"] is wave
+  with pytest.raises(ValueError, match="temporal_stride: audio_frames=64 exceeds"):
+    _apply("temporal_stride(audio_frames=64)", {"video": clip, "waveform": wave})
+  with pytest.raises(ValueError, match="'mask' has 2 frames"):
+    _apply("temporal_stride(keys=('video', 'mask'))", {"video": clip, "mask": clip[:2]})
+
+
+def test_fill_padding_colours_only_the_padded_frames():
+  video = np.full((5, 2, 2, 3), 9, np.uint8)
+  valid = np.array([True, True, True, False, False])
+  out = _apply("fill_padding(value=(124, 116, 104))", {"video": video, "frame_valid": valid})
+  assert np.all(out["video"][:3] == 9) and np.all(out["video"][3:] == (124, 116, 104))
+  assert _apply("fill_padding(value=1)", {"video": video})["video"] is video
+  with pytest.raises(ValueError, match="frame_valid has 4 entries"):
+    _apply("fill_padding(value=1)", {"video": video, "frame_valid": valid[:4]})

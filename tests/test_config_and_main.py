@@ -15,8 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 VARIANTS = {"data_preview.py": [None, "demo"], "mmv.py": [None, "x2", "demo", "demo,x2"],
             "stage1.py": [None, "demo"],
-            "stage2.py": [None, "demo", "baseline", "demo,baseline", "demo,holdout=reenactment"],
-            "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap"],
+            "stage2.py": [None, "demo", "baseline", "demo,baseline", "demo,holdout=reenactment",
+                          "robustness", "grey", "grey,robustness"],
+            "fakeout.py": [None, "video_only", "demo", "demo,video_only,holdout=graphics_swap",
+                           "linear_probe", "mlp", "train_families=Face2Face+NeuralTextures",
+                           "demo,train_families=graphics_swap+neural_texture"],
             "pcl_i2g.py": [None, "reals_only", "lambda=0", "demo", "demo,reals_only",
                            "demo,holdout=reenactment,lambda=100"],
             "avcl.py": [None, "demo", "r50", "layers=4", "demo,layers=8"],

@@ -125,5 +125,6 @@ def test_hold_out_trains_and_selects_on_seen_families_and_tests_on_the_held_out_
   with pytest.raises(ValueError, match=r"exclude_manipulations \['deepfakes'\] not in this "
                                        r"split; it has \['graphics_swap', 'neural_texture'"):
     sources.Selection.from_config(typo.input.sources.forgery).indices(index)
-  with pytest.raises(ValueError, match="unknown variant 'demos'.*baseline, demo, holdout="):
+  with pytest.raises(ValueError, match="unknown variant 'demos'.*baseline, demo, grey, "
+                                       "robustness, holdout="):
     tiny_configs.config_module("stage2").get_config("demos")

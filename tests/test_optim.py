@@ -373,3 +373,14 @@ def test_scale_momentum_for_batch():
   assert optim.scale_momentum_for_batch(0.99, 32, reference_batch=64) == pytest.approx(0.995)
   with pytest.raises(ValueError, match="outside"):
     optim.scale_momentum_for_batch(0.9, 4096, 256)
+
+
+def test_cosine_alpha_ends_at_that_fraction_of_the_rate():
+  """FakeOut §4.1: cosine decay from 1e-5 with α = 0.95 ends at 0.95e-5 (optax's alpha)."""
+  cfg = _cfg(name="adam", lr=1e-5, cosine_alpha=0.95)
+  cfg.groups = {}
+  lr = optim.learning_rates(cfg, total_steps=100)["default"]
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 50, 100)],
+                             [1e-5, 0.975e-5, 0.95e-5], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"optim.cosine_alpha=1.5: expected the fraction"):
+    optim.learning_rates(_cfg(cosine_alpha=1.5), total_steps=100)

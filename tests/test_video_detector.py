@@ -142,7 +142,7 @@ def _fakeout(video_only=False):
   for name in ("backbone", "audio_backbone"):
     if config.model[name] is not None:
       config.model[name].width_multiplier = 1 / 16
-  config.model.mlp_hidden = (8, 4)
+  config.model.classifier, config.model.mlp_hidden = "mlp", (8, 4)
   return config
 
 
@@ -237,3 +237,23 @@ def test_teacher_sees_the_clean_view_with_real_clip_batch_statistics():
     same = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), stats,
                                      state.batch_stats[name]))
     assert same == name.startswith("teacher_"), name
+
+
+@pytest.mark.integration  # Compiles a FakeOut-shaped detector: ~10 s on 2 cores.
+def test_linear_probe_trains_only_the_head_and_keeps_backbone_statistics():
+  """FakeOut App. F.2 (configs/fakeout.py:linear_probe): frozen backbones are fixed feature
+  extractors — no gradient reaches them and their BatchNorm statistics do not move."""
+  config = _fakeout(video_only=True)
+  config.model.frozen_backbones = True
+  obj = video_detector.VideoDetection(config)
+  batch = _av_batch()
+  _, state = _state(obj, batch)
+  grads, (_, new_vars) = _grad(obj)(state.params, state, batch, None)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
+                                   new_vars["batch_stats"], state.batch_stats))
+  assert float(optax.global_norm(grads["classifier"])) > 0
+  out_frozen = obj.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                               obj._video(batch["video"]), train=True, mutable=["batch_stats"])[0]
+  out_eval = obj.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                             obj._video(batch["video"]), train=False)
+  np.testing.assert_allclose(out_frozen["logit"], out_eval["logit"], rtol=1e-5, atol=1e-6)

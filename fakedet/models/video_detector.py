@@ -40,6 +40,9 @@ class VideoDetector(nn.Module):
   # clips (the authors' code: the teacher module stays in train mode, fed only the real clips);
   # "running" — the stage-1 running statistics (inference mode).
   teacher_bn: str = "batch"
+  # Linear probing (FakeOut App. F.2): the backbones are fixed feature extractors, so their
+  # BatchNorm keeps its loaded statistics in training too (the optimiser freezes the weights).
+  frozen_backbones: bool = False
 
   def setup(self):
     if self.classifier not in ("cosine", "linear", "mlp", "fakeout"):
@@ -85,10 +88,11 @@ class VideoDetector(nn.Module):
     if (audio is None) != (self.audio_backbone is None):
       raise ValueError("video_detector: pass log-mels exactly when model.audio_backbone is set "
                        f"(audio {'missing' if audio is None else 'given'})")
-    frames = self.backbone_net(video, train=train)["frames"]
+    backbone_train = train and not self.frozen_backbones
+    frames = self.backbone_net(video, train=backbone_train)["frames"]
     pooled = jnp.mean(frames, axis=1)
     if audio is not None:
-      a = self.audio_net(audio, train=train)
+      a = self.audio_net(audio, train=backbone_train)
       a = a["pooled"] if "pooled" in a else jnp.mean(a["frames"], axis=1)  # Per-frame nets.
       pooled = jnp.concatenate([pooled, a], axis=-1)
     logit = self.classifier_head(pooled)
