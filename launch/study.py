@@ -14,7 +14,14 @@
    PCL + I2G's reals-only variant trains once on the real videos (I2G makes its fakes) and is
    scored on every family: it never sees a real forgery, so no family is "held out" of it.
 3. ``study.md`` and ``study.json`` in the workdir: video-level AUC (and clip-level, AP, EER) per
-   held-out family and method, as RealForensics Table 1 / FakeOut Table 2.
+   held-out family and method, as RealForensics Table 1 / FakeOut Table 2, plus the
+   in-distribution AUC (the seen families vs the test reals), each cell the mean ± std over
+   ``--seeds``.
+
+One budget rule for every method (``--max_steps`` / ``--patience``): train until the validation
+AUC on the seen families has not improved for ``patience`` evaluations (every 100 steps), at
+most ``max_steps``; the best checkpoint is scored. A method is compared with a scratch model
+that has learnt what it can, not one stopped while its own validation AUC is at chance.
 
 Every step is a ``python -m fakedet.main`` / ``fakedet.evaluate`` subprocess with its own workdir
 under --workdir, so the study is resumable: rerun the same command after a kill and finished
@@ -87,7 +94,7 @@ def _finished(workdir: str, steps: int) -> bool:
   result = os.path.join(workdir, "result.json")
   if os.path.exists(result):
     with open(result) as f:
-      return json.load(f).get("stopped") == "plateau"
+      return json.load(f).get("stopped") in ("plateau", "early_stopping")
   return False
 
 
@@ -113,32 +120,79 @@ def train(config: str, workdir: str, overrides: Sequence[str] = ()) -> None:
        os.path.join(workdir, "train.log"))
 
 
-def evaluate(config: str, workdir: str, family: str, overrides: Sequence[str] = ()) -> Dict:
+def evaluate(config: str, workdir: str, family: str, overrides: Sequence[str] = (),
+             seen: bool = False) -> Dict:
   """The run's best checkpoint (by validation AUC on the seen families; the last one for a run
-  without model selection) on the held-out family and the reals of the test split."""
-  out = os.path.join(workdir, f"eval_{family}")
+  without model selection) on the test split's reals and the held-out ``family`` — or, with
+  ``seen``, every other family (the in-distribution score)."""
+  out = os.path.join(workdir, f"eval_seen_{family}" if seen else f"eval_{family}")
   report = os.path.join(out, "report.json")
   best = os.path.join(workdir, "best")
+  flags = (config_variants.unseen_split_overrides(family) if seen  # Unseen by the test: all
+           else config_variants.test_split_overrides(family))  # but `family` are seen ones.
   if not os.path.exists(report):
     _run(["fakedet.evaluate", f"--config=configs/{config}",
           f"--checkpoint={best if os.path.isdir(best) else workdir}", f"--output_dir={out}",
-          *overrides, *config_variants.test_split_overrides(family)],
-         os.path.join(workdir, "eval.log"))
+          *overrides, *flags], os.path.join(workdir, "eval.log"))
   with open(report) as f:
     return json.load(f)
 
 
-def table(results: Dict[str, Dict[str, Dict]], families: Sequence[str]) -> str:
-  """Markdown: one row per method, video-level AUC (%) per held-out family, and their mean."""
-  head = "| method | " + " | ".join(families) + " | mean |"
-  lines = [head, "|" + "---|" * (len(families) + 2)]
+def _cell(values: Sequence[float]) -> str:
+  """Mean ± std (population, over seeds) in %; '—' for none."""
+  if not values:
+    return "—"
+  mean = sum(values) / len(values)
+  std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+  return f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
+
+
+def table(results: Dict[str, Dict[str, List[Dict]]], families: Sequence[str]) -> str:
+  """Markdown: one row per method; per held-out family the video-level AUC (%) on that family,
+  then the mean over families, then the in-distribution AUC (seen families, mean over the
+  leave-one-out runs); each cell mean ± std over seeds (a seed's mean is taken first)."""
+  head = "| method | " + " | ".join(families) + " | mean (held out) | in-distribution |"
+  lines = [head, "|" + "---|" * (len(families) + 3)]
   for method, per_family in results.items():
-    aucs = [per_family[f]["video_auc"] for f in families if f in per_family]
-    cells = [f"{100 * per_family[f]['video_auc']:.1f}" if f in per_family else "—"
-             for f in families]
-    mean = f"{100 * sum(aucs) / len(aucs):.1f}" if aucs else "—"
-    lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + f" | {mean} |")
+    cells = [_cell([r["video_auc"] for r in per_family.get(f, [])]) for f in families]
+    seeds = sorted({r["seed"] for runs in per_family.values() for r in runs})
+    def per_seed_mean(key):
+      out = []
+      for seed in seeds:
+        vals = [r[key] for f in families for r in per_family.get(f, []) if r["seed"] == seed
+                and r.get(key) is not None]
+        if vals:
+          out.append(sum(vals) / len(vals))
+      return out
+    lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) +
+                 f" | {_cell(per_seed_mean('video_auc'))} | "
+                 f"{_cell(per_seed_mean('seen_video_auc'))} |")
   return "\n".join(lines)
+
+
+def _leave_one_out(m: str, file: str, flags: str, init, family: str, seed: int, work: str,
+                   args) -> Dict:
+  """One training run (resumable) and its two test scores: held-out and in-distribution."""
+  config = f"{file}:demo{flags}" + ("" if m in SEES_NO_FORGERY else f",holdout={family}")
+  name = "all" if m in SEES_NO_FORGERY else family
+  run_dir = os.path.join(work, m, name if seed == 0 else f"{name}_seed{seed}")
+  overrides = [f"--config.init.workdir={os.path.join(work, init)}"] if init else []
+  train_flags = [f"--config.seed={seed}"]
+  if args.steps:
+    train_flags.append(f"--config.total_steps={args.steps}")
+  if args.patience and m not in SEES_NO_FORGERY:
+    train_flags += [f"--config.selection.patience={args.patience}"]
+  print(f"{m}, held out {family}, seed {seed}", flush=True)
+  train(config, run_dir, overrides + train_flags)
+  report = evaluate(config, run_dir, family, overrides)
+  video, clip = report["video"][family], report["clip"][family]
+  out = {"seed": seed, "video_auc": video["auc"], "video_ap": video["ap"],
+         "video_eer": video["eer"], "clip_auc": clip["auc"], "step": report["step"],
+         "workdir": run_dir, "seen_video_auc": None}
+  if m not in SEES_NO_FORGERY:
+    seen = evaluate(config, run_dir, family, overrides, seen=True)
+    out["seen_video_auc"] = seen["video"]["overall"]["auc"]
+  return out
 
 
 def dataset_families(data_dir: str = DATA) -> List[str]:
@@ -156,8 +210,15 @@ def main(argv=None) -> None:
   p.add_argument("--families", default="", help="held-out families to run (default: every "
                  "family of the dataset)")
   p.add_argument("--steps", type=int, default=0,
-                 help="training steps of each leave-one-out run (0: the demo configs' own)")
+                 help="training steps of each leave-one-out run (0: the demo configs' own); "
+                 "with --patience the most it may run")
+  p.add_argument("--patience", type=int, default=3,
+                 help="stop a leave-one-out run once its validation AUC (seen families) has not "
+                 "improved for this many evaluations (0: run every step)")
+  p.add_argument("--seeds", default="0", help="comma-separated config.seed values; each cell "
+                 "is the mean ± std over them")
   args = p.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",") if s]
   methods = [m for m in args.methods.split(",") if m]
   known = dataset_families()
   families = [f for f in args.families.split(",") if f] or known
@@ -173,32 +234,26 @@ def main(argv=None) -> None:
     print(f"pretraining: {name}", flush=True)
     train(PRETRAIN[name], os.path.join(work, name))
 
-  results: Dict[str, Dict[str, Dict]] = {}
+  results: Dict[str, Dict[str, List[Dict]]] = {}
   for m in methods:
     file, flags, init = METHODS[m]
-    for family in families:
-      config = f"{file}:demo{flags}" + ("" if m in SEES_NO_FORGERY else f",holdout={family}")
-      run_dir = os.path.join(work, m, "all" if m in SEES_NO_FORGERY else family)
-      overrides = [f"--config.init.workdir={os.path.join(work, init)}"] if init else []
-      if args.steps:
-        overrides.append(f"--config.total_steps={args.steps}")
-      print(f"{m}, held out {family}", flush=True)
-      train(config, run_dir, overrides)
-      report = evaluate(config, run_dir, family, [o for o in overrides if "total_steps" not in o])
-      video, clip = report["video"][family], report["clip"][family]
-      results.setdefault(m, {})[family] = {
-          "video_auc": video["auc"], "video_ap": video["ap"], "video_eer": video["eer"],
-          "clip_auc": clip["auc"], "step": report["step"], "workdir": run_dir}
+    for seed in seeds:
+      for family in families:
+        results.setdefault(m, {}).setdefault(family, []).append(
+            _leave_one_out(m, file, flags, init, family, seed, work, args))
 
+  budget = args.steps or "the demo configs' own"
   md = ["# Leave-one-manipulation-out on the embedded synthetic dataset",
         "", "Video-level ROC-AUC (%) on the held-out family vs the reals of the `synthetic:demo` "
         "test split (trained on the other three families; checkpoint chosen by validation AUC "
-        "on those three).", "", table(results, families), ""]
+        "on those three; each run stops once that AUC has not improved for "
+        f"{args.patience} evaluations, at most {budget} steps); in-distribution: the seen families vs the same reals. Mean ± std over seeds "
+        f"{seeds}.", "", table(results, families), ""]
   with open(os.path.join(work, "study.md"), "w") as f:
     f.write("\n".join(md))
   with open(os.path.join(work, "study.json"), "w") as f:
-    json.dump({"families": families, "steps": args.steps or "demo", "results": results}, f,
-              indent=1)
+    json.dump({"families": families, "steps": args.steps or "demo", "patience": args.patience,
+               "seeds": seeds, "results": results}, f, indent=1)
   print("\n".join(md))
 
 

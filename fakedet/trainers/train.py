@@ -476,6 +476,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
             "divergence_warnings": len(guard.warnings)}
   if stop:
     result["stopped"] = "preempted"  # Saved on SIGTERM; `fakedet.main --preempted_exit_code`.
+  if best is not None and best.should_stop:
+    result["stopped"] = "early_stopping"  # Finished: the selection metric stopped improving.
   if plateau is not None:
     result["plateau"] = plateau.state()
     if plateaued():
