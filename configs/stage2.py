@@ -15,7 +15,7 @@ epochs of the forgery set, early stopping on validation AUC:
       --config.input.eval.data_dir=gs://BUCKET/ffpp_c23
 
 Variants (comma-separated): ``robustness`` — the model the authors evaluate under corruptions
-(paper §4.3, Table 4): trained without masking (greyscale, flip and crop only; see
+(paper §4.2, Table 4): trained without masking (greyscale, flip and crop only; see
 docs/robustness.md); ``grey`` — a one-channel model (the authors' greyscale setting: luma input
 normalised by 0.421 / 0.165); ``baseline`` — the "only CSN" row of Table 5: the same backbone from
 scratch, linear head, plain BCE, no auxiliary loss, no warm start; ``demo`` — the embedded
@@ -26,7 +26,9 @@ synthetic data and the stage-1 demo's model, starting from ``configs/stage1.py:d
   python -m fakedet.main --config=configs/stage2.py:demo --workdir=/tmp/fakedet_stage2
   python -m fakedet.main --config=configs/stage2.py:demo,baseline --workdir=/tmp/fakedet_baseline
 
-Measured (idle 2-core CPU, 400 steps of 16 forgery-set + 8 extra clips, 48-px crops): stage 2
+Measured before the authors' views and evaluation clips (2026-11; the study in
+docs/detectors.md has current figures; idle 2-core CPU, 400 steps of 16 forgery-set + 8 extra
+clips, 48-px crops): stage 2
 6 min 1 s wall, validation video AUC 0.74 / 0.84 / 0.80 / 0.90 at steps 100–400; the baseline
 4 min 58 s, 0.50 / 0.52 / 0.53 / 0.59 (docs/detectors.md).
 """

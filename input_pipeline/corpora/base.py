@@ -133,16 +133,17 @@ def rel_id(path: str, start: str) -> str:
   return os.path.splitext(os.path.relpath(path, start))[0].replace(os.sep, "/")
 
 
-def read_json(path: str, kind: type, expected: str):
-  """A JSON file whose top level must be ``kind``; anything else is a CorpusError saying what
-  was ``expected``."""
+def read_json(path: str, kind: type, expected: str, error: type = None):
+  """A JSON file whose top level must be ``kind``; anything else is an ``error`` (CorpusError
+  by default) saying what was ``expected``."""
+  error = error or CorpusError
   try:
     with open(path) as f:
       value = json.load(f)
   except json.JSONDecodeError as e:
-    raise CorpusError(f"{path}: not JSON ({e})") from None
+    raise error(f"{path}: not JSON ({e})") from None
   if not isinstance(value, kind):
-    raise CorpusError(f"{path}: expected {expected}")
+    raise error(f"{path}: expected {expected}, got {type(value).__name__}")
   return value
 
 

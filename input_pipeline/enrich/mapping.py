@@ -16,10 +16,11 @@ source (``000_003`` → ``003``). DeeperForensics and FaceShifter are face swaps
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from typing import Dict, FrozenSet, List, Optional, Tuple
+
+from input_pipeline.corpora import base as corpora_base
 
 SWAPS = ("Deepfakes", "FaceSwap", "FaceShifter", "DeeperForensics")  # Target lips: target audio.
 REENACTMENTS = ("Face2Face", "NeuralTextures")  # Source's lips, source's audio.
@@ -161,11 +162,4 @@ class Mapping:
 def _read_json(path: str, kind: type, expected: str):
   if not os.path.isfile(path):
     raise MappingError(f"{path}: file not found (expected {expected})")
-  try:
-    with open(path) as f:
-      value = json.load(f)
-  except json.JSONDecodeError as e:
-    raise MappingError(f"{path}: not JSON ({e})") from None
-  if not isinstance(value, kind):
-    raise MappingError(f"{path}: expected {expected}, got {type(value).__name__}")
-  return value
+  return corpora_base.read_json(path, kind, expected, error=MappingError)
