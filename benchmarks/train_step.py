@@ -1,4 +1,4 @@
-"""Training-step speed: the paper-size CSN-101 backbone, and a whole stage-1 step of a config.
+"""Training-step speed: the paper-size CSN-101 backbone, and a whole train step of any config.
 
   python benchmarks/train_step.py                       # CSN-101 fwd+bwd, 2×25×64×64×3
   python benchmarks/train_step.py --csn_shape=2,25,112,112,3 --impls=native,shifted
@@ -12,17 +12,25 @@ prints the ratio to the authors' PyTorch model on the same input (``--torch_seco
 fwd+bwd measured on the 2-core dev CPU, ~2.7 s for 2×3×25×64×64, ~9 s for 112×112; see
 STACK_NOTES.md). Target: ratio ≤ 1 on CPU, which needs the "shifted" depthwise conv.
 
-Part 2 (with ``--config``) times the full jitted train step of any config (stage 1: student and
-EMA-teacher forwards, both backbones, projectors, predictors, loss, optimizer and EMA update) on
-a random batch of the config's shapes, and prints steps/s and clips/s — the rate the input
-pipeline must sustain (``benchmarks/i2g.py`` gives PCL's I2G supply per core), the FLOPs of
-one step from XLA's cost analysis of the compiled program, the achieved FLOP/s, and with
-``--peak_tflops`` (the device's dense peak at the step's precision) the model FLOPs
-utilisation. Medians after a compile + warm-up call.
+Part 2 (with ``--config``) times the full jitted train step of any config (its model,
+objective, optimizer, EMA update and precision — stage 1: student and EMA-teacher forwards, both
+backbones, projectors, predictors, loss) on a batch built from ONE example of the config's own
+input pipeline (its ops, clip length and sample rate, on a small twin of its ``:demo`` data
+rendered big enough for those ops: ``benchmarks/input_pipeline.py``'s ``on_bench_data``), tiled
+to ``--batch`` (``--fill=zeros``: zeros of the same shapes), so every field the objective reads
+(``waveform``, ``text``, ``mask``, ...) has the shape and dtype a real run feeds. It prints
+steps/s and clips/s — the rate the input pipeline must sustain (``benchmarks/i2g.py`` gives
+PCL's I2G supply per core), the FLOPs of one step from XLA's cost analysis of the compiled
+program, the achieved FLOP/s, and with ``--peak_tflops`` (the device's dense peak at the step's
+precision) the model FLOPs utilisation. Medians after a compile + warm-up call.
+``benchmarks/table.py`` runs this for every method's paper config.
 """
 import argparse
 import os
+import statistics
 import sys
+import time
+from typing import Dict, Mapping, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,8 +38,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import input_pipeline as input_bench  # noqa: E402
 from benchmarks.depthwise_conv import time_compiled  # noqa: E402
+from fakedet import objectives, optim, sharding  # noqa: E402
+from fakedet import train_state as train_state_lib  # noqa: E402
 from fakedet.models import csn  # noqa: E402
+from fakedet.trainers import train  # noqa: E402
 
 
 def _ints(text: str):
@@ -55,46 +67,91 @@ def csn_step(shape, impl):
 def step_flops(fn, args) -> float:
   """FLOPs of one call of ``fn`` as XLA's cost analysis counts them (per device program, so
   multiplied by the device count; 0 when the backend reports none)."""
-  analysis = fn.lower(*args).compile().cost_analysis()
+  return compiled_flops(fn.lower(*args).compile())
+
+
+def compiled_flops(compiled) -> float:
+  """``step_flops`` of an already compiled program (the table compiles each step once)."""
+  analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # Older jax: one dict per program.
     analysis = analysis[0] if analysis else {}
   return float((analysis or {}).get("flops", 0.0)) * jax.device_count()
 
 
-def config_step(config_arg: str, batch: int, precision: str = ""):
-  """The trainer's jitted step for ``config_arg`` and a random host batch of its shapes."""
-  import importlib.util
-  from fakedet import objectives, optim, sharding
-  from fakedet import train_state as train_state_lib
-  from fakedet.trainers import train
-  from input_pipeline import ops
-  path, _, variant = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant or None)
+def synth_batch(example: Mapping[str, np.ndarray], keys: Sequence[str], batch: int,
+                fill: str = "tile") -> Dict[str, np.ndarray]:
+  """A host batch of ``batch`` rows holding the ``keys`` an objective reads, from ONE example of
+  the config's input pipeline: ``fill="tile"`` repeats it (with ``label`` alternating 0, 1 so a
+  detector's batch holds both classes, as a class-balanced one does); ``"zeros"`` keeps only its
+  shapes and dtypes. Either way each field has exactly the shape and dtype a real run feeds."""
+  if fill not in ("tile", "zeros"):
+    raise ValueError(f"fill={fill!r}: expected 'tile' or 'zeros'")
+  if batch < 1:
+    raise ValueError(f"batch={batch}: expected >= 1")
+  missing = [k for k in keys if k not in example]
+  if missing:
+    raise KeyError(f"the objective reads {missing}, which the input pipeline's example lacks "
+                   f"(it has {sorted(example)}): check config.input.train_ops")
+  host = {}
+  for k in keys:
+    row = np.asarray(example[k])
+    if fill == "zeros":
+      host[k] = np.zeros((batch,) + row.shape, row.dtype)
+    elif k == "label":
+      host[k] = (np.arange(batch) % 2).astype(row.dtype)
+    else:
+      host[k] = np.repeat(row[None], batch, axis=0)
+  return host
+
+
+def config_step(config_arg: str, batch: int, precision: str = "", fill: str = "tile"):
+  """The trainer's jitted step for ``config_arg`` (its own model, objective, optimizer and
+  precision) and a host batch of ``batch`` clips built from one example of its own input pipeline
+  on its bench data (``benchmarks/input_pipeline.py``'s ``on_bench_data``).
+
+  Returns (step, (state, batch, rng), parameter count, the config as run)."""
+  config = input_bench.on_bench_data(config_arg)
   if precision:
     config.precision = precision
-  t = config.input.clip_frames
-  # The crop size the ops produce; log-mel bins as in the ops (80 unless the spec says).
-  parsed = ops.parse_spec(config.input.train_ops)
-  size = next(kw["resize"] for name, kw in parsed if "resize" in kw)
-  mels = next((kw["n_mels"] for name, kw in parsed if name == "log_mel" and "n_mels" in kw), 80)
-  rng = np.random.default_rng(0)
-  video = rng.integers(0, 256, (batch, t, size, size, 3), dtype=np.uint8)
-  audio = rng.normal(size=(batch, 4 * t, mels)).astype(np.float32)
-  host = {"video": video, "video_masked": video, "audio": audio, "audio_masked": audio,
-          "label": rng.integers(0, 2, batch).astype(np.int32),  # Detectors.
-          "mask": rng.random((batch, t, size, size, 1)).astype(np.float32)}  # PCL.
-  mesh = sharding.make_mesh(config.mesh)
+  train.check(config)
+  example = input_bench.one_example(config)
   objective = objectives.build(config)
-  example = sharding.device_batch(host, objective.input_keys, mesh)
-  tx = optim.make_optimizer(config.optim, 1000)
-  state, shardings = train_state_lib.create(objective, tx, example, jax.random.key(0), mesh)
+  mesh = sharding.make_mesh(config.mesh)
+  host = synth_batch(example, objective.input_keys, batch, fill)
+  device = sharding.device_batch(host, objective.input_keys, mesh)
+  steps, optim_cfg = train.schedule_steps(config)
+  tx = optim.make_optimizer(optim_cfg, steps)
+  state, shardings = train_state_lib.create(objective, tx, device, jax.random.key(0), mesh,
+                                            config.mesh)
   n_params = train_state_lib.count_params(state.params)
-  step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, batch, 1000),
+  step = train.jit_train_step(objective, tx, train.ema_momentum_fn(config, batch, steps),
                               shardings, mesh, donate=False)
-  return step, (state, example, jax.random.key(1)), n_params, (t, size)
+  return step, (state, device, jax.random.key(1)), n_params, config
+
+
+def measure(step, args, runs: int) -> Dict[str, float]:
+  """Compiles ``step`` once, then: compile seconds, median seconds per call over ``runs`` calls
+  after a warm-up call, and XLA's FLOPs per call."""
+  t0 = time.perf_counter()
+  compiled = step.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return dict(compile_s=compile_s, step_s=statistics.median(times),
+              flops=compiled_flops(compiled))
+
+
+def batch_shapes(batch: Mapping[str, jax.Array]) -> str:
+  return ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in sorted(batch.items()))
+
+
+def mfu(achieved_flops: float, peak_tflops: float) -> float:
+  """Achieved FLOP/s over the devices' dense peak (``peak_tflops`` per device)."""
+  return achieved_flops / (peak_tflops * 1e12 * jax.device_count())
 
 
 def main():
@@ -111,6 +168,8 @@ def main():
                       "(float32 | bfloat16)")
   parser.add_argument("--peak_tflops", type=float, default=0.0, help="the device's dense peak "
                       "TFLOP/s at that precision (H200 bf16: 989): prints MFU")
+  parser.add_argument("--fill", default="tile", choices=("tile", "zeros"), help="the --config "
+                      "batch: one input-pipeline example repeated, or zeros of its shapes")
   parser.add_argument("--skip_csn", action="store_true")
   args = parser.parse_args()
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), "
@@ -122,18 +181,20 @@ def main():
       print(f"  {impl:8s} {run_s:7.2f} s/step   compile {compile_s:5.1f} s   "
             f"ratio to PyTorch ({args.torch_seconds:.2f} s): {run_s / args.torch_seconds:.2f}")
   if args.config:
-    step, step_args, n_params, (t, size) = config_step(args.config, args.batch, args.precision)
-    compile_s, run_s = time_compiled(step, step_args, args.runs)
-    flops = step_flops(step, step_args)
-    print(f"{args.config}: whole train step, batch {args.batch}×{t}×{size}×{size}, "
-          f"{n_params:,} params, precision {args.precision or 'from the config'}")
+    step, step_args, n_params, config = config_step(args.config, args.batch, args.precision,
+                                                    args.fill)
+    m = measure(step, step_args, args.runs)
+    run_s, flops = m["step_s"], m["flops"]
+    print(f"{args.config}: whole train step, global batch {args.batch}, {n_params:,} params, "
+          f"precision {config.precision}")
+    print(f"  batch: {batch_shapes(step_args[1])}")
     print(f"  {run_s:7.3f} s/step = {1 / run_s:6.2f} steps/s = {args.batch / run_s:7.1f} clips/s"
-          f"   compile {compile_s:5.1f} s")
+          f"   compile {m['compile_s']:5.1f} s")
     achieved = flops / run_s
     line = f"  {flops / 1e9:.1f} GFLOP/step (XLA cost analysis) = {achieved / 1e9:.1f} GFLOP/s"
     if args.peak_tflops:
-      mfu = achieved / (args.peak_tflops * 1e12 * jax.device_count())
-      line += f" = MFU {100 * mfu:.1f} % of {args.peak_tflops:g} TFLOP/s × {jax.device_count()}"
+      line += f" = MFU {100 * mfu(achieved, args.peak_tflops):.1f} % of {args.peak_tflops:g} " \
+              f"TFLOP/s × {jax.device_count()}"
     print(line)
 
 

@@ -97,7 +97,7 @@ def _need_objective(config: ml_collections.ConfigDict, fmt: str, want: str, exam
 
 
 def _mmv(path: str, config: ml_collections.ConfigDict):
-  _need_objective(config, "mmv", "mmv_nce", "configs/mmv.py")
+  _need_objective(config, "mmv", "mmv", "configs/mmv.py")
   return mmv.convert(mmv.read_pickle(path), _model_cfg(config), source=path)
 
 

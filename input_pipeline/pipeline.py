@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grain
@@ -29,6 +28,7 @@ import numpy as np
 from etils import epath
 
 from input_pipeline import i2g_stage, ops, records, sampling, sources
+from input_pipeline.corpora import base as corpora_base
 
 _skipped = set()  # Distinct records this process skipped in skip_bad_records mode.
 
@@ -299,16 +299,16 @@ def clip_starts(num_frames: int, clip_frames: int, clips_per_video: int = 0,
 
 
 def read_subset(path: str) -> List[str]:
-  """A list file's video names: the last token of each line, its folder and extension dropped —
-  exactly how ``input_pipeline.corpora.dfdc``'s ``subset`` reads the same file, so a list that
-  selected videos at preprocessing time selects them here too (e.g. LipForensics'
-  ``dfdc_all_vids.txt``). A missing or empty file is an error naming ``input.eval.subset``."""
+  """A list file's video names (``corpora.base.line_name``: the last token that is not a label,
+  its folder and extension dropped) — exactly how ``input_pipeline.corpora.dfdc``'s ``subset``
+  reads the same file, so a list that selected videos at preprocessing time selects them here
+  too (LipForensics' ``dfdc_all_vids.txt``, RealForensics' ``name.avi label`` list). A missing
+  or empty file is an error naming ``input.eval.subset``."""
   p = epath.Path(path)
   if not p.exists():
     raise FileNotFoundError(f"input.eval.subset={path!r}: no such file (a list of video names, "
                             "one a line)")
-  lines = [line.strip().split()[-1] for line in p.read_text().splitlines() if line.strip()]
-  names = [posixpath.splitext(posixpath.basename(n.replace("\\", "/")))[0] for n in lines]
+  names = [corpora_base.line_name(line) for line in p.read_text().splitlines() if line.strip()]
   if not names:
     raise ValueError(f"input.eval.subset={path!r}: the file names no video")
   return names

@@ -152,6 +152,9 @@ def test_subset_keeps_exactly_the_listed_videos(long_dir, tmp_path):
   listed.write_text("test_videos/aaaa.mp4\n0 cccc.mp4\n\n")
   rows = _eval_rows(_cfg(long_dir, subset=str(listed)))
   assert set(rows["video_id"]) == {"dfdc/aaaa", "dfdc/cccc"}
+  listed.write_text("aaaa.avi 1\ncccc.avi 0\n")  # RealForensics' list: a label column.
+  rows = _eval_rows(_cfg(long_dir, subset=str(listed)))
+  assert set(rows["video_id"]) == {"dfdc/aaaa", "dfdc/cccc"}
   everything = _eval_rows(_cfg(long_dir))
   assert set(everything["video_id"]) == {"dfdc/aaaa", "dfdc/bbbb", "dfdc/cccc"}
   listed.write_text("aaaa\nzzzz\n")

@@ -307,3 +307,30 @@ def test_read_pickle_refuses_code_and_non_checkpoints(tmp_path):
     importer.read_pickle(str(path))
   with pytest.raises(WeightsError, match="expected a Haiku checkpoint"):
     importer.convert({"weights": {}}, MMV_CFG)
+
+
+@pytest.mark.integration  # Writes a workdir through the CLI's code path: ~10 s on 2 cores.
+def test_import_weights_fills_the_mmv_config_and_writes_a_workdir(tmp_path):
+  """``python -m fakedet.import_weights --format=mmv --config=configs/mmv.py`` end to end (the
+  converter tests above bypass the config check that once refused every MMV config)."""
+  import json
+  from fakedet import import_weights
+  from tests import tiny_configs
+  tree, _ = _checkpoint(False)
+  path = tmp_path / "mmv_tsm_resnet_x1.pkl"
+  path.write_bytes(pickle.dumps(tree))
+  config = tiny_configs.config_module("mmv").get_config("demo")
+  for key in ("video_backbone", "audio_backbone", "va_dim", "vat_dim", "va_hidden"):
+    config.model[key] = MMV_CFG[key]
+  vocabulary = tmp_path / "vocabulary.txt"  # The released table's size (a word list).
+  # A word list gets two extra rows (padding, unknown): the table holds vocab_size rows.
+  vocabulary.write_text("".join(f"w{i}\n" for i in range(REF.vocab_size - 2)))
+  config.model.text_backbone.update(embedding_dim=12, features=32, vocab_path=str(vocabulary))
+  for key in ("train_ops", "eval.ops"):  # The ops tokenise with the same vocabulary.
+    node, leaf = (config.input.eval, "ops") if key == "eval.ops" else (config.input, key)
+    node[leaf] = node[leaf].replace("synthetic:narrated/vocabulary.txt", str(vocabulary))
+  record = import_weights.run("mmv", str(path), str(tmp_path / "out"), config)
+  assert record["parameters"] > 0 and record["model_updates"] == {}  # The table fits.
+  saved = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert saved["objective"]["name"] == "mmv"
+  assert (tmp_path / "out" / "checkpoints" / "0").is_dir()

@@ -107,7 +107,7 @@ def test_wrong_file_or_config_fails_naming_what_was_expected(tmp_path):
   torch.save({"backbone.nonsense": torch.zeros(3)}, weights)
   with pytest.raises(WeightsError, match=r"w.pth does not fit .*missing"):
     import_weights.run("realforensics", str(weights), str(tmp_path / "a"), _stage2_config())
-  with pytest.raises(ValueError, match="fills a mmv_nce config"):
+  with pytest.raises(ValueError, match="fills a mmv config"):
     import_weights.run("mmv", str(weights), str(tmp_path / "b"), _stage2_config())
   with pytest.raises(ValueError, match="give --config"):
     import_weights.run("fakeout", str(weights), str(tmp_path / "c"))

@@ -313,12 +313,15 @@ def test_cli_writes_dataset_and_reports_skips(tmp_path, reals):
   res = subprocess.run(
       [sys.executable, "-m", "input_pipeline.preprocess", f"--videos={tmp}/raw",
        f"--out_dir={out}", "--name=cli", "--split=val", "--detector=none",
-       f"--landmarks_dir={tmp}/lms", "--num_workers=2", "--crop_size=32"],
+       f"--landmarks_dir={tmp}/lms", "--num_workers=2", "--crop_size=32",
+       "--sample_rate=44100"],  # FakeOut's records.
       capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "1 skipped" in res.stdout and "no_audio" in res.stdout
   src = sources.ClipSource(out, "val")
   assert len(src) == 1 and src[0]["video_id"] == "sub/a"
+  records.check_raw(src[0], sample_rate=44100)
+  assert len(src[0]["audio"]) == records.audio_samples(len(src[0]["frames"]), 25, 44100)
 
 
 def test_unexpected_errors_are_skipped_not_raised(tmp_path, reals, monkeypatch):

@@ -153,11 +153,20 @@ def read_lines(path: str) -> List[str]:
     return [line.strip() for line in f if line.strip()]
 
 
+def line_name(line: str) -> str:
+  """A list line's video name: its last token that is not a bare integer, as a stem. Lists
+  come as ``name`` (LipForensics' ``dfdc_all_vids.txt``) or ``name.avi 1`` (a label column,
+  RealForensics' DFDC list)."""
+  tokens = [t for t in line.split() if not t.isdigit()] or line.split()
+  return stem(tokens[-1].replace("\\", "/"))
+
+
 def id_list(path: str, what: str) -> List[str]:
-  """A one-name-per-line file (names with or without directory/extension) → stems."""
+  """A one-name-per-line file (names with or without directory/extension, an optional label
+  column) → stems."""
   if not os.path.isfile(path):
     raise CorpusError(f"{path}: no such file ({what})")
-  return [stem(line.split()[-1]) for line in read_lines(path)]
+  return [line_name(line) for line in read_lines(path)]
 
 
 def split_list(value: Optional[Iterable[str]], allowed: Sequence[str], what: str) -> List[str]:

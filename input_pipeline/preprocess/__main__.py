@@ -60,6 +60,9 @@ _EVERY = flags.DEFINE_integer("detect_every", 1, "Detect on every n-th frame (fa
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", None, "Only the first seconds of each video.")
 _REQUIRE_AUDIO = flags.DEFINE_bool("require_audio", True,
                                    "Skip videos without audio (else: silent audio).")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio rate of the records (Hz): "
+                                    "16000 for RealForensics / AVCL, 44100 for FakeOut's "
+                                    "front end (configs/fakeout.py reads 44.1 kHz records).")
 
 
 def main(argv):
@@ -87,7 +90,8 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   settings = dict(crop_size=_CROP.value, mouth=_MOUTH.value, detect_every=_EVERY.value,
-                  max_seconds=_MAX_SECONDS.value, require_audio=_REQUIRE_AUDIO.value)
+                  max_seconds=_MAX_SECONDS.value, require_audio=_REQUIRE_AUDIO.value,
+                  sample_rate=_SAMPLE_RATE.value)
   config = dataclasses.replace(video.PreprocessConfig(), **{**settings, **framing})
   formats = records.FORMATS if _TFRECORD.value else records.DEFAULT_FORMATS
   if _BEAM.value:
