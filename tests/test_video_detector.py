@@ -257,3 +257,19 @@ def test_linear_probe_trains_only_the_head_and_keeps_backbone_statistics():
   out_eval = obj.model.apply({"params": state.params, "batch_stats": state.batch_stats},
                              obj._video(batch["video"]), train=False)
   np.testing.assert_allclose(out_frozen["logit"], out_eval["logit"], rtol=1e-5, atol=1e-6)
+
+
+def test_every_stage2_variant_initialises_from_its_own_training_keys():
+  """The trainer initialises on a batch holding only ``input_keys``: the student's masked view
+  (and the teacher's clean one when there is a teacher); the baseline has no ``video``."""
+  from tests import tiny_configs
+  for variant in ("demo", "demo,baseline"):
+    config = tiny_configs.config_module("stage2").get_config(variant)
+    config.model.backbone.update(stage_blocks=(1, 1, 1, 1), width_multiplier=1 / 16)
+    obj = video_detector.VideoDetection(config)
+    batch = {k: jax.ShapeDtypeStruct((2, 4, 32, 32, 3) if "video" in k else (2,),
+                                     jnp.uint8 if "video" in k else jnp.int32)
+             for k in obj.input_keys}
+    assert ("video" in batch) == (variant == "demo") and "video_masked" in batch
+    shapes = jax.eval_shape(obj.init, jax.random.key(0), batch)
+    assert "backbone" in shapes["params"]

@@ -85,11 +85,13 @@ class VideoDetection(Objective):
   def _video(self, x):
     return normalize_video(x, self.mean, self.std)
 
-  def _inputs(self, batch):
-    return (self._video(batch["video"]), batch["audio"] if self.with_audio else None)
+  def _inputs(self, batch, key: str = "video"):
+    return (self._video(batch[key]), batch["audio"] if self.with_audio else None)
 
   def init(self, rng, batch):
-    return dict(self.model.init(rng, *self._inputs(batch), train=False))
+    """Initialised on a training batch (``input_keys``: the student's view, which is the only
+    video a detector without a teacher is given)."""
+    return dict(self.model.init(rng, *self._inputs(batch, self.train_view), train=False))
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
     del rng
