@@ -261,7 +261,8 @@ def test_linear_probe_trains_only_the_head_and_keeps_backbone_statistics():
 
 def test_every_stage2_variant_initialises_from_its_own_training_keys():
   """The trainer initialises on a batch holding only ``input_keys``: the student's masked view
-  (and the teacher's clean one when there is a teacher); the baseline has no ``video``."""
+  (and the teacher's clean one when there is a teacher); the baseline has no ``video``. The
+  evaluator initialises on ``eval_keys`` (``video`` only): the same variables."""
   from tests import tiny_configs
   for variant in ("demo", "demo,baseline"):
     config = tiny_configs.config_module("stage2").get_config(variant)
@@ -273,3 +274,7 @@ def test_every_stage2_variant_initialises_from_its_own_training_keys():
     assert ("video" in batch) == (variant == "demo") and "video_masked" in batch
     shapes = jax.eval_shape(obj.init, jax.random.key(0), batch)
     assert "backbone" in shapes["params"]
+    # The evaluator restores into a state initialised on an evaluation batch (eval_keys).
+    eval_batch = {k: batch.get(k, batch["video_masked"]) for k in obj.eval_keys}
+    assert jax.tree.map(lambda x: x.shape, jax.eval_shape(
+        obj.init, jax.random.key(0), eval_batch)) == jax.tree.map(lambda x: x.shape, shapes)

@@ -89,9 +89,11 @@ class VideoDetection(Objective):
     return (self._video(batch[key]), batch["audio"] if self.with_audio else None)
 
   def init(self, rng, batch):
-    """Initialised on a training batch (``input_keys``: the student's view, which is the only
-    video a detector without a teacher is given)."""
-    return dict(self.model.init(rng, *self._inputs(batch, self.train_view), train=False))
+    """Initialised on a training batch (``input_keys``: the student's view is the only video a
+    detector without a teacher gets) or an evaluation one (``eval_keys``: ``video``, which the
+    evaluator restores into); both views have one shape, so either gives the same variables."""
+    key = self.train_view if self.train_view in batch else "video"
+    return dict(self.model.init(rng, *self._inputs(batch, key), train=False))
 
   def loss(self, params, state, batch, rng) -> Tuple[jax.Array, Tuple[Dict[str, Any], Dict[str, Any]]]:
     del rng
