@@ -66,8 +66,9 @@ def _stage2_config(stage1_workdir, data):
   m.aux_predictor.update(num_heads=2, head_dim=8, mlp_dim=32)
   ops = tiny_configs.config_module("stage2")
   config.input.clip_frames = tiny_configs.T
-  config.input.train_ops = ops.TRAIN_OPS.format(crop=36, size=tiny_configs.SIZE)
-  config.input.eval.ops = ops.EVAL_OPS.format(crop=36, size=tiny_configs.SIZE)
+  config.input.train_ops = ops.train_ops(36, tiny_configs.SIZE, m.pixel_mean, masking=False)
+  config.input.eval.ops = ops.EVAL_OPS.format(crop=36, size=tiny_configs.SIZE,
+                                              fill=(0, 0, 0))
   for source in config.input.sources.values():
     source.data_dir, source.batch_size = data, 4
   config.input.eval.data_dir, config.input.eval.batch_size = data, 8
