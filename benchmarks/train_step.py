@@ -27,9 +27,7 @@ precision) the model FLOPs utilisation. Medians after a compile + warm-up call.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 from typing import Dict, Mapping, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import input_pipeline as input_bench  # noqa: E402
-from benchmarks.depthwise_conv import time_compiled  # noqa: E402
+from benchmarks.depthwise_conv import compile_and_time, time_compiled  # noqa: E402
 from fakedet import objectives, optim, sharding  # noqa: E402
 from fakedet import train_state as train_state_lib  # noqa: E402
 from fakedet.models import csn  # noqa: E402
@@ -132,17 +130,8 @@ def config_step(config_arg: str, batch: int, precision: str = "", fill: str = "t
 def measure(step, args, runs: int) -> Dict[str, float]:
   """Compiles ``step`` once, then: compile seconds, median seconds per call over ``runs`` calls
   after a warm-up call, and XLA's FLOPs per call."""
-  t0 = time.perf_counter()
-  compiled = step.lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(runs):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return dict(compile_s=compile_s, step_s=statistics.median(times),
-              flops=compiled_flops(compiled))
+  compiled, compile_s, step_s = compile_and_time(step, args, runs)
+  return dict(compile_s=compile_s, step_s=step_s, flops=compiled_flops(compiled))
 
 
 def batch_shapes(batch: Mapping[str, jax.Array]) -> str:
