@@ -169,7 +169,9 @@ def on_bench_data(config_arg: str):
            if kw.get("vocab_path", "").startswith(sources.SYNTHETIC_PREFIX)]
   if vocab:
     local = _user_file(vocab[0], dirs)
+    # The eval ops too: the config check requires every narrations op to name the model's file.
     icfg.train_ops = icfg.train_ops.replace("vocab_path=''", f"vocab_path={local!r}")
+    icfg.eval.ops = icfg.eval.ops.replace("vocab_path=''", f"vocab_path={local!r}")
     _fill_empty(config.model, "vocab_path", local)
   return config
 

@@ -8,6 +8,7 @@ import pytest
 from benchmarks import input_pipeline as input_bench
 from benchmarks import table, train_step
 from fakedet import objectives
+from fakedet.objectives import mmv_nce
 from input_pipeline import config as input_config
 from input_pipeline.synthetic import dataset as synthetic
 from tests.tiny_configs import config_module
@@ -119,6 +120,8 @@ def test_on_bench_data_fills_the_vocabulary_the_paper_config_leaves_empty(fake_e
   vocab = "/bench/bench_narrated_140px/vocabulary.txt"
   assert config.model.text_backbone.vocab_path == vocab
   assert f"vocab_path={vocab!r}" in config.input.train_ops
+  assert f"vocab_path={vocab!r}" in config.input.eval.ops  # The objective checks both ops.
+  mmv_nce.MMVObjective.check(config)
   assert "random_crop(size=140, resize=200)" in config.input.train_ops  # Paper ops kept.
   assert config.input.clip_frames == 32
 
