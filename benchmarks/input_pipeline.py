@@ -108,12 +108,14 @@ def crop_size(train_ops: str) -> int:
   return max(sizes, default=0)
 
 
-def bench_preset(data_dir: str, min_size: int, min_frames: int,
-                 identities: int = 3) -> synthetic.SyntheticConfig:
+def bench_preset(data_dir: str, min_size: int, min_frames: int, identities: int = 3,
+                 sample_rate: int = 0) -> synthetic.SyntheticConfig:
   """A small train-split-only twin of the preset ``data_dir`` names (``synthetic:<preset>``),
   its frames (full faces, or mouth crops for a mouth preset) at least ``min_size`` px and
   ``min_frames`` long, so a paper config's ops run on it unchanged. Same families, topics and
-  audio as the preset; only a few identities (a throughput and shape probe, not a dataset)."""
+  audio as the preset; only a few identities (a throughput and shape probe, not a dataset).
+  ``sample_rate`` (0: the preset's): the paper config's own rate (FakeOut's 44.1 kHz), since the
+  pipeline refuses records at another rate rather than resampling them silently."""
   if not data_dir.startswith(sources.SYNTHETIC_PREFIX):
     raise ValueError(f"the :demo variant reads {data_dir!r}: expected 'synthetic:<preset>'")
   base = synthetic.preset(data_dir[len(sources.SYNTHETIC_PREFIX):])
@@ -124,17 +126,20 @@ def bench_preset(data_dir: str, min_size: int, min_frames: int,
   stored = size.get("mouth_size", size.get("resolution"))
   return dataclasses.replace(
       base, name=f"bench_{base.name}_{stored}px", splits=("train",), identities=(identities,),
-      videos_per_identity=2, num_shards=(1,), num_frames=max(base.num_frames, min_frames), **size)
+      videos_per_identity=2, num_shards=(1,), num_frames=max(base.num_frames, min_frames),
+      sample_rate=sample_rate or base.sample_rate, **size)
 
 
-def _bench_dirs(demo_sources, min_size: int, min_frames: int) -> Dict[str, str]:
+def _bench_dirs(demo_sources, min_size: int, min_frames: int,
+                sample_rate: int) -> Dict[str, str]:
   """Preset name → directory of its (built once, cached) bench twin, for every preset the demo's
   training sources read."""
   dirs = {}
   for scfg in demo_sources.values():
     name = scfg.data_dir[len(sources.SYNTHETIC_PREFIX):]
     if name not in dirs:
-      dirs[name] = synthetic.ensure(bench_preset(scfg.data_dir, min_size, min_frames))
+      dirs[name] = synthetic.ensure(bench_preset(scfg.data_dir, min_size, min_frames,
+                                                 sample_rate=sample_rate))
   return dirs
 
 
@@ -158,7 +163,8 @@ def on_bench_data(config_arg: str):
   config = load_config(config_arg)
   demo = demo_twin(config_arg)
   icfg = config.input
-  dirs = _bench_dirs(demo.input.sources, crop_size(icfg.train_ops), icfg.clip_frames)
+  dirs = _bench_dirs(demo.input.sources, crop_size(icfg.train_ops), icfg.clip_frames,
+                     icfg.sample_rate)
   first = sorted(demo.input.sources)[0]
   for name, scfg in icfg.sources.items():
     demo_dir = demo.input.sources[name if name in demo.input.sources else first].data_dir

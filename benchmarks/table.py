@@ -21,6 +21,7 @@ becomes a row saying why instead of ending the table. ``docs/benchmarks.md`` exp
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -100,9 +101,16 @@ def run_child(name: str, args) -> dict:
   for line in out.stdout.splitlines():
     if line.startswith(ROW_PREFIX):
       return json.loads(line[len(ROW_PREFIX):])
-  lines = [l for l in (out.stderr + out.stdout).splitlines() if l.strip()]
-  return dict(method=name, error=(lines[-1] if lines else f"exit status {out.returncode}")
-              .replace("|", "/")[:200])
+  return dict(method=name, error=error_line(out.stderr + out.stdout, out.returncode))
+
+
+def error_line(output: str, returncode: int) -> str:
+  """What a failed child's row says: its last exception line (``XxxError: ...``), not a
+  framework's trailing note (grain prints one after the exception), else its last line."""
+  lines = [l for l in output.splitlines() if l.strip()]
+  errors = [l for l in lines if re.match(r"\w+(Error|Exception)\b", l)]
+  last = (errors or lines or [f"exit status {returncode}"])[-1]
+  return last.replace("|", "/")[:200]
 
 
 def parse_args(argv=None):

@@ -126,6 +126,20 @@ def test_on_bench_data_fills_the_vocabulary_the_paper_config_leaves_empty(fake_e
   assert config.input.clip_frames == 32
 
 
+def test_bench_twin_takes_the_paper_configs_sample_rate():
+  assert input_bench.bench_preset("synthetic:demo", 224, 63, sample_rate=44100).sample_rate == 44100
+  assert input_bench.bench_preset("synthetic:demo", 224, 63).sample_rate == (
+      synthetic.preset("demo").sample_rate)
+
+
+def test_a_failed_row_names_the_exception_not_the_trailing_note():
+  out = ("Traceback (most recent call last):\n  File \"x.py\"\nValueError: records at 16000 Hz\n"
+         "For simplicity, Grain has removed its internal frames from the traceback.\n")
+  assert table.error_line(out, 1) == "ValueError: records at 16000 Hz"
+  assert table.error_line("killed\n", 137) == "killed"
+  assert table.error_line("", 137) == "exit status 137"
+
+
 def test_table_row_arithmetic():
   row = dict(method="stage1", params=30_500_000, batch=4, step_s=2.0, compile_s=61.2,
              flops=3.0e12, devices=1, processes=1, input_per_core=12.5, host_cores=8,
