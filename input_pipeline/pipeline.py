@@ -27,6 +27,7 @@ import grain
 import numpy as np
 from etils import epath
 
+from input_pipeline import config as input_config
 from input_pipeline import i2g_stage, ops, records, sampling, sources
 from input_pipeline.corpora import base as corpora_base
 
@@ -248,7 +249,7 @@ def global_batch_size(icfg: Mapping[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluation
-LAYOUTS = ("uniform", "consecutive")
+LAYOUTS = input_config.CLIP_LAYOUTS
 
 
 def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_frames: int,

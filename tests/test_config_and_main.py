@@ -126,6 +126,15 @@ def test_unknown_data_op_or_argument():
   config.input.train_ops = "log_mel"
   with pytest.raises(ValueError, match="balance='classes'; allowed: 'none', 'class'"):
     data_preview.check(config)
+  config.input.sources.reals.balance = "none"
+  config.input.eval.clip_layout = "consecutve"  # Caught before training, not at the first eval.
+  with pytest.raises(ValueError, match="clip_layout='consecutve'; allowed: 'uniform', "
+                     "'consecutive'"):
+    data_preview.check(config)
+  config.input.eval.clip_layout = "consecutive"
+  config.input.sources.reals.frame_window = -1
+  with pytest.raises(ValueError, match=r"input.sources.reals.frame_window must be >= 0"):
+    data_preview.check(config)
 
 
 # A mistyped key, a wrong type or an unknown trainer on the command line: one line, exit 2,
