@@ -6,7 +6,8 @@
 
 Each file is decoded and preprocessed in memory exactly as the records were (25 fps, 16 kHz,
 faces, tracks, alignment at the records' crop size; ``--aligned``: the input already is an aligned
-face crop video), cut into uniformly spaced non-overlapping clips per face track, passed through
+face crop video), cut into clips per face track as the evaluator cuts a record
+(``input.eval.clip_layout``, ``frame_window``, ``clips_per_video``), passed through
 the config's eval ops and the jitted ``objective.predict``. Output: per-clip, per-track and
 video-level fake probabilities as JSON (``--output``, else stdout) and a short table (stdout, or
 stderr when the JSON goes to stdout). A file that cannot be scored gets an error entry and the
@@ -35,8 +36,12 @@ _CHECKPOINT = flags.DEFINE_string(
 _STEP = flags.DEFINE_integer("step", -1, "Checkpoint step; -1 = the latest.")
 _OUTPUT = flags.DEFINE_string("output", "", "JSON output file; empty = JSON to stdout.")
 _CLIPS = flags.DEFINE_integer(
-    "clips_per_track", -1, "Uniformly spaced non-overlapping clips per face track; 0 = all, "
-    "-1 = config.input.eval.clips_per_video (what the detector was evaluated with).")
+    "clips_per_track", -1, "Clips per face track, laid out as config.input.eval.clip_layout "
+    "(uniform: spread, non-overlapping; consecutive: back to back) and kept uniformly spaced; "
+    "0 = all, -1 = config.input.eval.clips_per_video (what the detector was evaluated with).")
+_WINDOW = flags.DEFINE_integer(
+    "frame_window", -1, "Clips within each track's first N frames; 0 = the whole track, "
+    "-1 = config.input.eval.frame_window (RealForensics' FF++ protocol: 110).")
 _ALIGNED = flags.DEFINE_bool(
     "aligned", False, "The inputs are already aligned face-crop videos: no face detection, "
     "frames resized to the records' crop size, one track per file.")
@@ -78,7 +83,7 @@ def main(argv):
     config = cli.config_for(_CONFIG.value, _CHECKPOINT.value)
     clips = config.input.eval.clips_per_video if _CLIPS.value < 0 else _CLIPS.value
     options = predictor_lib.Options(
-        clips_per_track=int(clips), aligned=_ALIGNED.value, landmarks_dir=_LANDMARKS.value,
+        clips_per_track=int(clips), frame_window=_WINDOW.value, aligned=_ALIGNED.value, landmarks_dir=_LANDMARKS.value,
         heatmap_dir=_HEATMAP_DIR.value, heatmap_patch=_HEATMAP_PATCH.value,
         heatmap_stride=_HEATMAP_STRIDE.value, max_seconds=_MAX_SECONDS.value,
         detect_every=_DETECT_EVERY.value)

@@ -273,13 +273,14 @@ def eval_batch(icfg: Mapping[str, Any], source: sources.ClipSource,
   fn = functools.partial(_eval_example, source=source, clip_frames=icfg["clip_frames"],
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
                          with_words=icfg["with_words"], chain=ops.build(icfg["eval"]["ops"]),
-                         skip_bad_records=False, pad=_pads(icfg["eval"]))
+                         skip_bad_records=False, pad=pads_past_end(icfg["eval"]))
   examples = [fn(item) for item in items]
   return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
-def _pads(ecfg: Mapping[str, Any]) -> bool:
-  """Whether clips may run past a record's end (zero frames + ``frame_valid``)."""
+def pads_past_end(ecfg: Mapping[str, Any]) -> bool:
+  """Whether clips may run past a record's end (zero frames + ``frame_valid``): the
+  consecutive layout's last clip does (``sampling.padded_clip``)."""
   return ecfg["clip_layout"] == "consecutive"
 
 
@@ -399,6 +400,6 @@ def eval_dataset(icfg: Mapping[str, Any], *, process_index: Optional[int] = None
                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
                          with_words=icfg["with_words"],
                          chain=ops.build(ecfg["ops"]), skip_bad_records=icfg["skip_bad_records"],
-                         pad=_pads(ecfg))
+                         pad=pads_past_end(ecfg))
   ds = grain.MapDataset.source(items)[pi::pc].map(fn).to_iter_dataset()
   return ds.batch(host_batch).map(functools.partial(_pad, size=host_batch))

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from fakedet.evaluation import protocols
+from fakedet.prediction import predictor
 from input_pipeline import config as input_config
-from input_pipeline import pipeline, records, sampling, sources
+from input_pipeline import ops, pipeline, records, sampling, sources
 from tests.conftest import SR, make_record
 
 OPS = "center_crop(size=40, resize=32)|log_mel"
@@ -135,6 +136,27 @@ def test_eval_dataset_consecutive_layout_pads_and_flags(long_dir):
   windowed = _eval_rows(_cfg(long_dir, clip_layout="consecutive", frame_window=20))
   assert sorted(set(windowed["clip_start"].tolist())) == [0, 9, 11]
   assert windowed["frame_valid"].all()  # Every record is longer than frame 20.
+
+
+def test_predict_cuts_a_track_as_the_evaluator_cuts_its_record(long_dir):
+  cfg = _cfg(long_dir, clip_layout="consecutive")
+  raw = sources.ClipSource(long_dir, "val")[0]  # 83 frames.
+  starts = predictor.track_clip_starts(cfg, 83, 0)
+  assert starts == [0, 9, 18, 27, 36, 45, 54, 63, 72, 74]  # The evaluator's, above.
+  assert predictor.track_clip_starts(cfg, 83, 2) == [0, 74]
+  chain = ops.build(cfg.eval.ops)
+  last = predictor.track_clip(cfg, chain, raw, 74)
+  np.testing.assert_array_equal(last["frame_valid"], np.arange(CLIP) < 9)  # Frame 83 padded.
+  rows = _eval_rows(cfg)
+  k = [i for i, (v, s) in enumerate(zip(rows["video_id"], rows["clip_start"]))
+       if v == raw["video_id"] and s == 74][0]
+  np.testing.assert_array_equal(last["video"], rows["video"][k])  # Same pixels as evaluate's.
+  windowed = _cfg(long_dir, clip_layout="consecutive", frame_window=20)
+  assert predictor.track_clip_starts(windowed, 83, 0) == [0, 9, 11]
+  assert predictor.track_clip_starts(windowed, 83, 0, frame_window=0) == starts  # --frame_window=0
+  uniform = _cfg(long_dir)  # The default layout: spread, non-overlapping, as before.
+  assert predictor.track_clip_starts(uniform, 83, 0) == sources.eval_clip_starts(83, CLIP, None)
+  assert "frame_valid" not in predictor.track_clip(uniform, chain, raw, 0)
 
 
 def test_eval_window_errors_name_the_key(long_dir):

@@ -1,6 +1,7 @@
 """A restored detector that scores raw video files: tracks → clips → eval ops → jitted predict.
 
-Clips are cut and transformed exactly as the evaluator does on records (``sampling.clip`` then
+Clips are laid out, cut and transformed exactly as the evaluator does on records
+(``input.eval.clip_layout`` / ``frame_window``, ``sampling.clip`` or ``padded_clip``, then
 ``config.input.eval.ops``, deterministic), scored by the evaluator's own restored detector
 (``evaluation.detector``: ``objective.predict`` with the trainer's parameter shardings), and
 aggregated as the evaluator aggregates: clip probability = σ(logit), track = mean over its clips,
@@ -29,7 +30,7 @@ from fakedet.evaluation import detector as detector_lib
 from fakedet.evaluation import maps as maps_lib
 from fakedet.evaluation import report
 from fakedet.prediction import occlusion, tracks as tracks_lib
-from input_pipeline import ops, records, sampling, sources
+from input_pipeline import ops, pipeline, records, sampling, sources
 from input_pipeline.preprocess import decode, video
 
 THRESHOLD = 0.5  # Verdict "fake" at p >= 0.5, the evaluator's accuracy threshold.
@@ -40,7 +41,8 @@ ERROR_KINDS = decode.SKIP_KINDS  # Per-file failure kinds (docs/preprocessing.md
 @dataclasses.dataclass(frozen=True)
 class Options:
   """Per-run choices of the predict CLI (``fakedet/predict.py`` flags)."""
-  clips_per_track: int = 0  # 0 = every non-overlapping clip of the track.
+  clips_per_track: int = 0  # 0 = every clip of the track's layout.
+  frame_window: int = -1  # Clips within a track's first N frames; -1 = input.eval.frame_window.
   aligned: bool = False  # Input is already an aligned face-crop video.
   landmarks_dir: str = ""  # <dir>/<file stem>.npy|.json replaces face detection.
   heatmap_dir: str = ""  # Write one occlusion-sensitivity PNG per track here.
@@ -74,6 +76,34 @@ def records_crop_size(icfg: Mapping[str, Any]) -> int:
   except Exception as e:  # Missing bucket, no manifest, unreadable record: all say the same.
     raise ValueError(f"cannot read the records' crop size from config.input.eval.data_dir="
                      f"{ecfg['data_dir']} ({type(e).__name__}: {e}); {hint}") from None
+
+
+# ----------------------------------------------------------------------------- clips
+def track_clip_starts(icfg: Mapping[str, Any], num_frames: int, clips_per_track: int,
+                      frame_window: int = -1) -> List[int]:
+  """A face track's clip starts, laid out as the evaluator lays out a record's
+  (``input.eval.clip_layout`` within ``input.eval.frame_window``): a file's prediction is then the
+  score its record would get from ``fakedet.evaluate``. ``frame_window`` >= 0 replaces the
+  config's window (0: the whole track)."""
+  ecfg = icfg["eval"]
+  window = ecfg["frame_window"] if frame_window < 0 else frame_window
+  return pipeline.clip_starts(num_frames, icfg["clip_frames"], clips_per_track,
+                              ecfg["clip_layout"], window)
+
+
+def _cutter(icfg: Mapping[str, Any]):
+  """``sampling.padded_clip`` where the layout lets clips run past the end, else ``clip``."""
+  return sampling.padded_clip if pipeline.pads_past_end(icfg["eval"]) else sampling.clip
+
+
+def track_clip(icfg: Mapping[str, Any], chain, raw: Mapping[str, Any],
+               start: int) -> Dict[str, Any]:
+  """The model inputs of one clip, exactly as ``pipeline.eval_dataset`` makes them (a
+  consecutive layout's last clip zero-padded past the track's end, with ``frame_valid``)."""
+  example = _cutter(icfg)(raw, start, icfg["clip_frames"], sample_rate=icfg["sample_rate"],
+                          with_mask=icfg["with_mask"], with_words=icfg["with_words"])
+  example["valid"] = np.bool_(True)
+  return chain(example, np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------- batching
@@ -127,14 +157,7 @@ class Predictor:
 
   # --------------------------------------------------------------------------- clips
   def clip_example(self, raw: Mapping[str, Any], start: int) -> Dict[str, Any]:
-    """The model inputs of one clip, exactly as ``pipeline.eval_dataset`` makes them."""
-    example = sampling.clip(raw, start, self.icfg.clip_frames, sample_rate=self.icfg.sample_rate,
-                            with_mask=self.icfg.with_mask, with_words=self.icfg.with_words)
-    example["valid"] = np.bool_(True)
-    return self.chain(example, np.random.default_rng(0))
-
-  def clip_starts(self, num_frames: int, clips_per_track: int) -> List[int]:
-    return sources.eval_clip_starts(num_frames, self.icfg.clip_frames, clips_per_track or None)
+    return track_clip(self.icfg, self.chain, raw, start)
 
   def logits(self, examples: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """float32 [N] fake logits of ``examples`` (model-input dicts), in order."""
@@ -193,7 +216,8 @@ class Predictor:
     found = self.video_tracks(path, video_id, options)
     per_track, examples = [], []
     for tr in found.tracks:
-      starts = self.clip_starts(tr.num_frames, options.clips_per_track)
+      starts = track_clip_starts(self.icfg, tr.num_frames, options.clips_per_track,
+                                 options.frame_window)
       per_track.append(starts)
       examples.extend(self.clip_example(tr.raw, s) for s in starts)
     logits = self.logits(examples)
@@ -263,9 +287,9 @@ class Predictor:
 
 def example_batch(icfg: Mapping[str, Any], crop_size: int, chain) -> Dict[str, np.ndarray]:
   """A one-clip batch of blank frames through the eval ops (for shape-first restore)."""
-  example = sampling.clip(_dummy_raw(icfg, crop_size), 0, icfg["clip_frames"],
-                          sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
-                          with_words=icfg["with_words"])
+  example = _cutter(icfg)(_dummy_raw(icfg, crop_size), 0, icfg["clip_frames"],
+                         sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                         with_words=icfg["with_words"])
   example = chain(example, np.random.default_rng(0))
   return {k: np.asarray(v)[None] for k, v in example.items()
           if np.asarray(v).dtype.kind in "biuf"}
