@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from input_pipeline import config as input_config_lib
-from input_pipeline import ops
+from input_pipeline import ops, pipeline
 
 _NUMBER = (int, float)
 
@@ -63,16 +63,10 @@ def check_input(icfg: Mapping[str, Any]) -> None:
   if icfg.eval.video_score not in ("mean_logit", "mean_prob"):
     raise ValueError(f"input.eval.video_score={icfg.eval.video_score!r}; allowed: 'mean_logit' "
                      "(σ of the mean clip logit), 'mean_prob' (mean clip probability)")
-  if icfg.eval.clip_layout not in input_config_lib.CLIP_LAYOUTS:
-    raise ValueError(f"input.eval.clip_layout={icfg.eval.clip_layout!r}; allowed: "
-                     + ", ".join(repr(v) for v in input_config_lib.CLIP_LAYOUTS))
-  if icfg.eval.frame_window < 0:
-    raise ValueError(f"input.eval.frame_window must be >= 0 (0: the whole video), got "
-                     f"{icfg.eval.frame_window}")
+  pipeline.check_eval_clips(icfg)
   for name, src in icfg.sources.items():
-    if src.get("frame_window", 0) < 0:
-      raise ValueError(f"input.sources.{name}.frame_window must be >= 0 (0: the whole video), "
-                       f"got {src.frame_window}")
+    pipeline.check_window(f"input.sources.{name}.frame_window", src.frame_window,
+                          icfg.clip_frames)
     if src.balance not in ("none", "class"):
       raise ValueError(f"input.sources.{name}.balance={src.balance!r}; allowed: 'none', 'class'")
     if src.batch_size <= 0:

@@ -83,7 +83,8 @@ def main(argv):
     config = cli.config_for(_CONFIG.value, _CHECKPOINT.value)
     clips = config.input.eval.clips_per_video if _CLIPS.value < 0 else _CLIPS.value
     options = predictor_lib.Options(
-        clips_per_track=int(clips), frame_window=_WINDOW.value, aligned=_ALIGNED.value, landmarks_dir=_LANDMARKS.value,
+        clips_per_track=int(clips), frame_window=_WINDOW.value, aligned=_ALIGNED.value,
+        landmarks_dir=_LANDMARKS.value,
         heatmap_dir=_HEATMAP_DIR.value, heatmap_patch=_HEATMAP_PATCH.value,
         heatmap_stride=_HEATMAP_STRIDE.value, max_seconds=_MAX_SECONDS.value,
         detect_every=_DETECT_EVERY.value)

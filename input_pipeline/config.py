@@ -12,9 +12,6 @@ import ml_collections
 
 from input_pipeline import i2g
 
-# Where evaluation clips start (``input.eval.clip_layout``): spread over the video, or back to back
-# from frame 0 (RealForensics' sampler; the last clip shifted back to end at the window).
-CLIP_LAYOUTS = ("uniform", "consecutive")
 
 def source_config(data_dir: str = "", split: str = "train", batch_size: int = 8,
                   labels=(), manipulations=(), balance: str = "none",

@@ -27,7 +27,6 @@ import grain
 import numpy as np
 from etils import epath
 
-from input_pipeline import config as input_config
 from input_pipeline import i2g_stage, ops, records, sampling, sources
 from input_pipeline.corpora import base as corpora_base
 
@@ -188,9 +187,7 @@ def _source_dataset(name: str, scfg: Mapping[str, Any], icfg: Mapping[str, Any],
   selected = selection.indices(source.index)
   if not len(selected):
     raise ValueError(f"input.sources.{name}: no records of {source} match {selection}")
-  if scfg["frame_window"] and not scfg["frame_window"] >= icfg["clip_frames"]:
-    raise ValueError(f"input.sources.{name}.frame_window={scfg['frame_window']}: expected 0 (the "
-                     f"whole video) or at least input.clip_frames={icfg['clip_frames']} frames")
+  check_window(f"input.sources.{name}.frame_window", scfg["frame_window"], icfg["clip_frames"])
   labels = np.asarray(source.index["label"])
   stream = _index_stream(selected, labels, scfg["balance"], seed, scfg["samples_per_record"])
   if scfg["balance"] == "class":
@@ -249,21 +246,46 @@ def global_batch_size(icfg: Mapping[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluation
-LAYOUTS = input_config.CLIP_LAYOUTS
+LAYOUTS = ("uniform", "consecutive")
+
+
+def check_window(key: str, window: int, clip_frames: int) -> None:
+  """A frame window is 0 (the whole video) or holds at least one clip."""
+  if window and not window >= clip_frames:
+    raise ValueError(f"{key}={window}: expected 0 (the whole video) or at least "
+                     f"input.clip_frames={clip_frames} frames")
+
+
+def check_eval_clips(icfg: Mapping[str, Any]) -> None:
+  """``input.eval``'s clip layout and frame window (also run by the config check, so a typo
+  fails before training rather than at the first evaluation)."""
+  ecfg = icfg["eval"]
+  if ecfg["clip_layout"] not in LAYOUTS:
+    raise ValueError(f"input.eval.clip_layout={ecfg['clip_layout']!r}; allowed: "
+                     f"{', '.join(LAYOUTS)}")
+  check_window("input.eval.frame_window", ecfg["frame_window"], icfg["clip_frames"])
 
 
 def _eval_example(item: Tuple[int, int], *, source: sources.ClipSource, clip_frames: int,
                   sample_rate: int, with_mask: bool, chain: ops.Chain, skip_bad_records: bool,
                   with_words: bool = False, pad: bool = False):
   index, start = item
-  cut = sampling.padded_clip if pad else sampling.clip
 
   def run():
-    example = cut(source[index], start, clip_frames, sample_rate=sample_rate,
-                  with_mask=with_mask, with_words=with_words)
-    example["valid"] = np.bool_(True)
-    return chain(example, np.random.default_rng(0))  # Eval ops are deterministic.
+    return eval_clip(source[index], start, clip_frames=clip_frames, sample_rate=sample_rate,
+                     with_mask=with_mask, with_words=with_words, chain=chain, pad=pad)
   return _guard(run, skip_bad_records, lambda: source.where(index))
+
+
+def eval_clip(raw: Mapping[str, Any], start: int, *, clip_frames: int, sample_rate: int,
+              with_mask: bool, with_words: bool, chain: ops.Chain, pad: bool) -> Dict[str, Any]:
+  """One evaluation example of a parsed record (or of a track ``fakedet.predict`` decoded):
+  the clip (zero-padded past the end with ``pad``), flagged valid, through the eval ops."""
+  cut = sampling.padded_clip if pad else sampling.clip
+  example = cut(raw, start, clip_frames, sample_rate=sample_rate, with_mask=with_mask,
+                with_words=with_words)
+  example["valid"] = np.bool_(True)
+  return chain(example, np.random.default_rng(0))  # Eval ops are deterministic.
 
 
 def eval_batch(icfg: Mapping[str, Any], source: sources.ClipSource,
@@ -360,12 +382,7 @@ def eval_clip_list(icfg: Mapping[str, Any], source: sources.ClipSource) -> List[
   """``eval_clips`` as ``icfg`` (the input section) configures it: the one clip list the
   evaluation dataset and the scorer's position lookup share."""
   ecfg = icfg["eval"]
-  if ecfg["clip_layout"] not in LAYOUTS:
-    raise ValueError(f"input.eval.clip_layout={ecfg['clip_layout']!r}; allowed: "
-                     f"{', '.join(LAYOUTS)}")
-  if ecfg["frame_window"] and not ecfg["frame_window"] >= icfg["clip_frames"]:
-    raise ValueError(f"input.eval.frame_window={ecfg['frame_window']}: expected 0 (the whole "
-                     f"video) or at least input.clip_frames={icfg['clip_frames']} frames")
+  check_eval_clips(icfg)
   subset = read_subset(ecfg["subset"]) if ecfg["subset"] else ()
   return eval_clips(source, icfg["clip_frames"], ecfg["clips_per_video"],
                     icfg["skip_bad_records"], sources.Selection.from_config(ecfg),

@@ -128,12 +128,12 @@ def test_unknown_data_op_or_argument():
     data_preview.check(config)
   config.input.sources.reals.balance = "none"
   config.input.eval.clip_layout = "consecutve"  # Caught before training, not at the first eval.
-  with pytest.raises(ValueError, match="clip_layout='consecutve'; allowed: 'uniform', "
-                     "'consecutive'"):
+  with pytest.raises(ValueError, match="clip_layout='consecutve'; allowed: uniform, "
+                     "consecutive"):
     data_preview.check(config)
   config.input.eval.clip_layout = "consecutive"
   config.input.sources.reals.frame_window = -1
-  with pytest.raises(ValueError, match=r"input.sources.reals.frame_window must be >= 0"):
+  with pytest.raises(ValueError, match=r"input.sources.reals.frame_window=-1: expected 0 "):
     data_preview.check(config)
 
 

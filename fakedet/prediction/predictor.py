@@ -100,10 +100,10 @@ def track_clip(icfg: Mapping[str, Any], chain, raw: Mapping[str, Any],
                start: int) -> Dict[str, Any]:
   """The model inputs of one clip, exactly as ``pipeline.eval_dataset`` makes them (a
   consecutive layout's last clip zero-padded past the track's end, with ``frame_valid``)."""
-  example = _cutter(icfg)(raw, start, icfg["clip_frames"], sample_rate=icfg["sample_rate"],
-                          with_mask=icfg["with_mask"], with_words=icfg["with_words"])
-  example["valid"] = np.bool_(True)
-  return chain(example, np.random.default_rng(0))
+  return pipeline.eval_clip(raw, start, clip_frames=icfg["clip_frames"],
+                            sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
+                            with_words=icfg["with_words"], chain=chain,
+                            pad=pipeline.pads_past_end(icfg["eval"]))
 
 
 # ----------------------------------------------------------------------------- batching
