@@ -26,6 +26,13 @@ that has learnt what it can, not one stopped while its own validation AUC is at 
 Every step is a ``python -m fakedet.main`` / ``fakedet.evaluate`` subprocess with its own workdir
 under --workdir, so the study is resumable: rerun the same command after a kill and finished
 runs are skipped (the trainer resumes an unfinished one from its last checkpoint).
+
+Each scored run is also appended to a ledger (``--ledger``, JSON lines; default
+``<workdir>/runs.jsonl``), keyed by method, family, seed and budget (``--steps``,
+``--patience``). A run already in the ledger is not run again and the table is built from the
+ledger, so a study too long for one machine can be split (``--seeds=1`` here, ``--seeds=2``
+there, the ledgers concatenated) and ``--table_only`` rebuilds the table from a ledger alone.
+The ledger behind the table in docs/detectors.md is ``docs/study/leave_one_out.jsonl``.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -138,35 +145,40 @@ def evaluate(config: str, workdir: str, family: str, overrides: Sequence[str] = 
     return json.load(f)
 
 
-def _cell(values: Sequence[float]) -> str:
-  """Mean ± std (population, over seeds) in %; '—' for none."""
+def _cell(values: Sequence[float], expected: int = 0) -> str:
+  """Mean ± std (population, over seeds) in %; '—' for none; ' (n=k)' when only k of the
+  ``expected`` seeds are there, so a partial study cannot pass for a full one."""
   if not values:
     return "—"
   mean = sum(values) / len(values)
   std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-  return f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
+  cell = f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1 else f"{100 * mean:.1f}"
+  return cell + (f" (n={len(values)})" if len(values) < expected else "")
 
 
-def table(results: Dict[str, Dict[str, List[Dict]]], families: Sequence[str]) -> str:
+def table(results: Dict[str, Dict[str, List[Dict]]], families: Sequence[str],
+          n_seeds: int = 0) -> str:
   """Markdown: one row per method; per held-out family the video-level AUC (%) on that family,
   then the mean over families, then the in-distribution AUC (seen families, mean over the
-  leave-one-out runs); each cell mean ± std over seeds (a seed's mean is taken first)."""
+  leave-one-out runs); each cell mean ± std over seeds (a seed's mean is taken first, and
+  only over a seed with every family in, else it would average a different set of families);
+  ``n_seeds``: how many each cell should have."""
   head = "| method | " + " | ".join(families) + " | mean (held out) | in-distribution |"
   lines = [head, "|" + "---|" * (len(families) + 3)]
   for method, per_family in results.items():
-    cells = [_cell([r["video_auc"] for r in per_family.get(f, [])]) for f in families]
+    cells = [_cell([r["video_auc"] for r in per_family.get(f, [])], n_seeds) for f in families]
     seeds = sorted({r["seed"] for runs in per_family.values() for r in runs})
     def per_seed_mean(key):
       out = []
       for seed in seeds:
         vals = [r[key] for f in families for r in per_family.get(f, []) if r["seed"] == seed
                 and r.get(key) is not None]
-        if vals:
+        if len(vals) == len(families):
           out.append(sum(vals) / len(vals))
       return out
     lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) +
-                 f" | {_cell(per_seed_mean('video_auc'))} | "
-                 f"{_cell(per_seed_mean('seen_video_auc'))} |")
+                 f" | {_cell(per_seed_mean('video_auc'), n_seeds)} | "
+                 f"{_cell(per_seed_mean('seen_video_auc'), n_seeds)} |")
   return "\n".join(lines)
 
 
@@ -192,7 +204,54 @@ def _leave_one_out(m: str, file: str, flags: str, init, family: str, seed: int, 
   if m not in SEES_NO_FORGERY:
     seen = evaluate(config, run_dir, family, overrides, seen=True)
     out["seen_video_auc"] = seen["video"]["overall"]["auc"]
+  out.update(_run_summary(run_dir))
   return out
+
+
+def ledger_key(entry: Dict) -> Tuple:
+  """What makes two runs the same run: method, held-out family, seed and the budget rule."""
+  return (entry["method"], entry["family"], entry["seed"], entry["steps"], entry["patience"])
+
+
+def _key(wanted: Tuple[str, str, int], budget: Dict) -> Tuple:
+  return ledger_key({"method": wanted[0], "family": wanted[1], "seed": wanted[2], **budget})
+
+
+def read_ledger(path: str) -> Dict[Tuple, Dict]:
+  """The ledger's runs by ``ledger_key`` (a later line for the same key wins); a line that is
+  not a run fails naming the file and line rather than silently dropping a result."""
+  runs: Dict[Tuple, Dict] = {}
+  if not os.path.exists(path):
+    return runs
+  with open(path) as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        entry = json.loads(line)
+        runs[ledger_key(entry)] = entry
+      except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}:{n}: not a study run ({type(e).__name__}: {e}); expected a "
+                         "JSON object with method, family, seed, steps, patience") from None
+  return runs
+
+
+def append_ledger(path: str, entry: Dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _run_summary(run_dir: str) -> Dict:
+  """How the run ended (``result.json``): last step, why it stopped, the selected step's
+  validation AUC — what tells a run the ceiling cut off from one that plateaued."""
+  path = os.path.join(run_dir, "result.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    result = json.load(f)
+  return {"last_step": result.get("step"), "stopped": result.get("stopped", "ceiling"),
+          "best_val": (result.get("best") or {}).get("value")}
 
 
 def dataset_families(data_dir: str = DATA) -> List[str]:
@@ -215,6 +274,10 @@ def main(argv=None) -> None:
   p.add_argument("--patience", type=int, default=3,
                  help="stop a leave-one-out run once its validation AUC (seen families) has not "
                  "improved for this many evaluations (0: run every step)")
+  p.add_argument("--ledger", default="", help="JSON-lines file of scored runs (default: "
+                 "<workdir>/runs.jsonl); runs in it are not run again")
+  p.add_argument("--table_only", action="store_true",
+                 help="run nothing: build the table from the ledger")
   p.add_argument("--seeds", default="0", help="comma-separated config.seed values; each cell "
                  "is the mean ± std over them")
   args = p.parse_args(argv)
@@ -230,30 +293,45 @@ def main(argv=None) -> None:
       p.error(f"unknown family {f!r}; {DATA} has {', '.join(known)}")
 
   work = os.path.abspath(args.workdir)
-  for name in sorted({METHODS[m][2] for m in methods} - {None}):
+  ledger_path = args.ledger or os.path.join(work, "runs.jsonl")
+  ledger = read_ledger(ledger_path)
+  budget_key = {"steps": args.steps, "patience": args.patience}
+  wanted = [(m, family, seed) for m in methods for seed in seeds for family in families]
+  todo = [w for w in wanted if _key(w, budget_key) not in ledger]
+  if args.table_only:
+    if todo:
+      print(f"{len(todo)} of {len(wanted)} runs are not in {ledger_path}; their cells show "
+            "fewer seeds (n=…) or —", flush=True)
+    todo = []
+  for name in sorted({METHODS[m][2] for m, _, _ in todo} - {None}):
     print(f"pretraining: {name}", flush=True)
     train(PRETRAIN[name], os.path.join(work, name))
+  for m, family, seed in todo:
+    file, flags, init = METHODS[m]
+    entry = {"method": m, "family": family, **budget_key,
+             **_leave_one_out(m, file, flags, init, family, seed, work, args)}
+    append_ledger(ledger_path, entry)
+    ledger[ledger_key(entry)] = entry
 
   results: Dict[str, Dict[str, List[Dict]]] = {}
-  for m in methods:
-    file, flags, init = METHODS[m]
-    for seed in seeds:
-      for family in families:
-        results.setdefault(m, {}).setdefault(family, []).append(
-            _leave_one_out(m, file, flags, init, family, seed, work, args))
+  for m, family, seed in wanted:
+    runs = results.setdefault(m, {}).setdefault(family, [])
+    if _key((m, family, seed), budget_key) in ledger:
+      runs.append(ledger[_key((m, family, seed), budget_key)])
 
   budget = args.steps or "the demo configs' own"
   md = ["# Leave-one-manipulation-out on the embedded synthetic dataset",
         "", "Video-level ROC-AUC (%) on the held-out family vs the reals of the `synthetic:demo` "
         "test split (trained on the other three families; checkpoint chosen by validation AUC "
         "on those three; each run stops once that AUC has not improved for "
-        f"{args.patience} evaluations, at most {budget} steps); in-distribution: the seen families vs the same reals. Mean ± std over seeds "
-        f"{seeds}.", "", table(results, families), ""]
+        f"{args.patience} evaluations, at most {budget} steps); in-distribution: the seen families "
+        f"vs the same reals. Mean ± std over seeds {seeds} (n=k: only k of them in the "
+        "ledger).", "", table(results, families, len(seeds)), ""]
   with open(os.path.join(work, "study.md"), "w") as f:
     f.write("\n".join(md))
   with open(os.path.join(work, "study.json"), "w") as f:
     json.dump({"families": families, "steps": args.steps or "demo", "patience": args.patience,
-               "seeds": seeds, "results": results}, f, indent=1)
+               "seeds": seeds, "ledger": ledger_path, "results": results}, f, indent=1)
   print("\n".join(md))
 
 
