@@ -320,6 +320,7 @@ def main(argv=None) -> None:
       runs.append(ledger[_key((m, family, seed), budget_key)])
 
   budget = args.steps or "the demo configs' own"
+  os.makedirs(work, exist_ok=True)  # --table_only may be the first thing to use it.
   md = ["# Leave-one-manipulation-out on the embedded synthetic dataset",
         "", "Video-level ROC-AUC (%) on the held-out family vs the reals of the `synthetic:demo` "
         "test split (trained on the other three families; checkpoint chosen by validation AUC "
