@@ -18,7 +18,7 @@
    in-distribution AUC (the seen families vs the test reals), each cell the mean ± std over
    ``--seeds``.
 
-One budget rule for every method (``--max_steps`` / ``--patience``): train until the validation
+One budget rule for every method (``--steps`` / ``--patience``): train until the validation
 AUC on the seen families has not improved for ``patience`` evaluations (every 100 steps), at
 most ``max_steps``; the best checkpoint is scored. A method is compared with a scratch model
 that has learnt what it can, not one stopped while its own validation AUC is at chance.
@@ -42,7 +42,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -213,10 +213,6 @@ def ledger_key(entry: Dict) -> Tuple:
   return (entry["method"], entry["family"], entry["seed"], entry["steps"], entry["patience"])
 
 
-def _key(wanted: Tuple[str, str, int], budget: Dict) -> Tuple:
-  return ledger_key({"method": wanted[0], "family": wanted[1], "seed": wanted[2], **budget})
-
-
 def read_ledger(path: str) -> Dict[Tuple, Dict]:
   """The ledger's runs by ``ledger_key`` (a later line for the same key wins); a line that is
   not a run fails naming the file and line rather than silently dropping a result."""
@@ -295,37 +291,39 @@ def main(argv=None) -> None:
   work = os.path.abspath(args.workdir)
   ledger_path = args.ledger or os.path.join(work, "runs.jsonl")
   ledger = read_ledger(ledger_path)
-  budget_key = {"steps": args.steps, "patience": args.patience}
-  wanted = [(m, family, seed) for m in methods for seed in seeds for family in families]
-  todo = [w for w in wanted if _key(w, budget_key) not in ledger]
+  budget = {"steps": args.steps, "patience": args.patience}
+  # (method, family, seed, steps, patience): ``ledger_key``'s order.
+  wanted = [(m, family, seed, args.steps, args.patience)
+            for m in methods for seed in seeds for family in families]
+  todo = [w for w in wanted if w not in ledger]
   if args.table_only:
     if todo:
       print(f"{len(todo)} of {len(wanted)} runs are not in {ledger_path}; their cells show "
             "fewer seeds (n=…) or —", flush=True)
     todo = []
-  for name in sorted({METHODS[m][2] for m, _, _ in todo} - {None}):
+  for name in sorted({METHODS[w[0]][2] for w in todo} - {None}):
     print(f"pretraining: {name}", flush=True)
     train(PRETRAIN[name], os.path.join(work, name))
-  for m, family, seed in todo:
+  for m, family, seed, _, _ in todo:
     file, flags, init = METHODS[m]
-    entry = {"method": m, "family": family, **budget_key,
+    entry = {"method": m, "family": family, **budget,
              **_leave_one_out(m, file, flags, init, family, seed, work, args)}
     append_ledger(ledger_path, entry)
     ledger[ledger_key(entry)] = entry
 
   results: Dict[str, Dict[str, List[Dict]]] = {}
-  for m, family, seed in wanted:
-    runs = results.setdefault(m, {}).setdefault(family, [])
-    if _key((m, family, seed), budget_key) in ledger:
-      runs.append(ledger[_key((m, family, seed), budget_key)])
+  for w in wanted:
+    runs = results.setdefault(w[0], {}).setdefault(w[1], [])
+    if w in ledger:
+      runs.append(ledger[w])
 
-  budget = args.steps or "the demo configs' own"
+  ceiling = args.steps or "the demo configs' own"
   os.makedirs(work, exist_ok=True)  # --table_only may be the first thing to use it.
   md = ["# Leave-one-manipulation-out on the embedded synthetic dataset",
         "", "Video-level ROC-AUC (%) on the held-out family vs the reals of the `synthetic:demo` "
         "test split (trained on the other three families; checkpoint chosen by validation AUC "
         "on those three; each run stops once that AUC has not improved for "
-        f"{args.patience} evaluations, at most {budget} steps); in-distribution: the seen families "
+        f"{args.patience} evaluations, at most {ceiling} steps); in-distribution: the seen families "
         f"vs the same reals. Mean ± std over seeds {seeds} (n=k: only k of them in the "
         "ledger).", "", table(results, families, len(seeds)), ""]
   with open(os.path.join(work, "study.md"), "w") as f:
