@@ -30,7 +30,7 @@ from fakedet.evaluation import detector as detector_lib
 from fakedet.evaluation import maps as maps_lib
 from fakedet.evaluation import report
 from fakedet.prediction import occlusion, tracks as tracks_lib
-from input_pipeline import ops, pipeline, records, sampling, sources
+from input_pipeline import ops, pipeline, records, sources
 from input_pipeline.preprocess import decode, video
 
 THRESHOLD = 0.5  # Verdict "fake" at p >= 0.5, the evaluator's accuracy threshold.
@@ -89,11 +89,6 @@ def track_clip_starts(icfg: Mapping[str, Any], num_frames: int, clips_per_track:
   window = ecfg["frame_window"] if frame_window < 0 else frame_window
   return pipeline.clip_starts(num_frames, icfg["clip_frames"], clips_per_track,
                               ecfg["clip_layout"], window)
-
-
-def _cutter(icfg: Mapping[str, Any]):
-  """``sampling.padded_clip`` where the layout lets clips run past the end, else ``clip``."""
-  return sampling.padded_clip if pipeline.pads_past_end(icfg["eval"]) else sampling.clip
 
 
 def track_clip(icfg: Mapping[str, Any], chain, raw: Mapping[str, Any],
@@ -287,10 +282,7 @@ class Predictor:
 
 def example_batch(icfg: Mapping[str, Any], crop_size: int, chain) -> Dict[str, np.ndarray]:
   """A one-clip batch of blank frames through the eval ops (for shape-first restore)."""
-  example = _cutter(icfg)(_dummy_raw(icfg, crop_size), 0, icfg["clip_frames"],
-                         sample_rate=icfg["sample_rate"], with_mask=icfg["with_mask"],
-                         with_words=icfg["with_words"])
-  example = chain(example, np.random.default_rng(0))
+  example = track_clip(icfg, chain, _dummy_raw(icfg, crop_size), 0)
   return {k: np.asarray(v)[None] for k, v in example.items()
           if np.asarray(v).dtype.kind in "biuf"}
 
