@@ -182,12 +182,22 @@ def table(results: Dict[str, Dict[str, List[Dict]]], families: Sequence[str],
   return "\n".join(lines)
 
 
+def run_directory(work: str, m: str, family: str, seed: int, steps: int, patience: int) -> str:
+  """One directory per ledger key. A run's directory must not be shared across budgets: a
+  patience-2 run that stopped early looks finished (``result.json``) to a patience-5 request,
+  whose ledger entry would then silently score the patience-2 checkpoint."""
+  name = "all" if m in SEES_NO_FORGERY else family
+  parts = [name] + ([f"seed{seed}"] if seed else []) + ([f"steps{steps}"] if steps else [])
+  if patience and m not in SEES_NO_FORGERY:
+    parts.append(f"patience{patience}")
+  return os.path.join(work, m, "_".join(parts))
+
+
 def _leave_one_out(m: str, file: str, flags: str, init, family: str, seed: int, work: str,
                    args) -> Dict:
   """One training run (resumable) and its two test scores: held-out and in-distribution."""
   config = f"{file}:demo{flags}" + ("" if m in SEES_NO_FORGERY else f",holdout={family}")
-  name = "all" if m in SEES_NO_FORGERY else family
-  run_dir = os.path.join(work, m, name if seed == 0 else f"{name}_seed{seed}")
+  run_dir = run_directory(work, m, family, seed, args.steps, args.patience)
   overrides = [f"--config.init.workdir={os.path.join(work, init)}"] if init else []
   train_flags = [f"--config.seed={seed}"]
   if args.steps:

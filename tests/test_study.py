@@ -104,3 +104,25 @@ def test_a_broken_ledger_line_names_the_file_and_line(study, tmp_path):
                     + json.dumps({"video_auc": 0.5}) + "\n")
   with pytest.raises(SystemExit, match=r"runs.jsonl:2: not a study run \(KeyError"):
     study.read_ledger(str(ledger))
+
+
+def test_each_budget_trains_in_its_own_directory(study, tmp_path):
+  """A patience-2 run that stopped early must not look finished to a patience-5 request (its
+  ledger entry would score the patience-2 checkpoint); the same key finds its own directory
+  again, so a killed run resumes."""
+  work = str(tmp_path)
+  p2 = study.run_directory(work, "stage2", "reenactment", 2, 1000, 2)
+  os.makedirs(p2)
+  with open(os.path.join(p2, "result.json"), "w") as f:
+    json.dump({"step": 400, "stopped": "early_stopping"}, f)
+  assert study._finished(p2, 1000)
+  p5 = study.run_directory(work, "stage2", "reenactment", 2, 1000, 5)
+  assert p5 != p2 and not study._finished(p5, 1000)
+  assert study.run_directory(work, "stage2", "reenactment", 2, 1000, 2) == p2
+  keys = [("stage2", "reenactment", 0, 1000, 2), ("stage2", "reenactment", 1, 1000, 2),
+          ("stage2", "reenactment", 0, 2000, 2), ("stage2", "graphics_swap", 0, 1000, 2),
+          ("baseline", "reenactment", 0, 1000, 2)]
+  assert len({study.run_directory(work, *k) for k in keys}) == len(keys)
+  # The reals-only PCL run never sees a forgery and takes no patience: one run for every family.
+  assert (study.run_directory(work, "pcl_reals", "reenactment", 0, 1000, 2)
+          == study.run_directory(work, "pcl_reals", "graphics_swap", 0, 1000, 5))
